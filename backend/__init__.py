@@ -1,0 +1,1 @@
+"""task-assistant: a stateless, JWT-authenticated task-assistant chat API on PostgreSQL."""

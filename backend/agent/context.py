@@ -1,0 +1,22 @@
+"""The run context every tool receives: who the user is, and a log of what the tools did."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+
+@dataclass
+class TurnContext:
+    """Built from the verified token for one chat turn; never from anything the model writes."""
+
+    user_id: str
+    """The token's `sub`. Tools act on this user's tasks and no one else's."""
+    sessions: async_sessionmaker[AsyncSession]
+    """Where tools open their own short transactions."""
+    token: str = field(default="", repr=False)
+    """The caller's bearer token, forwarded only when tools run over our own MCP server."""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    """Every tool the agent ran in this turn, in order: {"tool", "arguments", "result"}."""

@@ -1,0 +1,127 @@
+"""The agent's task tools: thin adapters from the Agents SDK to `tasks.actions`.
+
+Schemas are written by hand so they stay inside what Gemini accepts (plain types, no `$ref`,
+`$schema` or `additionalProperties`), and none of them has a user parameter: the user comes from
+the run context. A failed action becomes a message the model can read and recover from.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from agents import FunctionTool, RunContextWrapper
+
+from backend.agent.context import TurnContext
+from backend.errors import AppError
+from backend.tasks.actions import ACTIONS
+
+log = logging.getLogger(__name__)
+
+_TASK_ID = {"type": "integer", "description": "The task's id, as shown by list_tasks."}
+
+TOOL_SPECS: dict[str, dict[str, Any]] = {
+    "add_task": {
+        "description": "Create a new task for the user. Returns the new task's id and title.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "title": {"type": "string", "description": "Short title, 1-200 characters."},
+                "description": {
+                    "type": "string",
+                    "description": "Optional details, up to 2000 characters.",
+                },
+            },
+            "required": ["title"],
+        },
+    },
+    "list_tasks": {
+        "description": "List the user's tasks with their ids. Use it to find the id of a task named in words.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "status": {
+                    "type": "string",
+                    "enum": ["all", "pending", "completed"],
+                    "description": "Which tasks to list (default: all).",
+                }
+            },
+        },
+    },
+    "complete_task": {
+        "description": "Mark a task as completed.",
+        "parameters": {
+            "type": "object",
+            "properties": {"task_id": _TASK_ID},
+            "required": ["task_id"],
+        },
+    },
+    "update_task": {
+        "description": "Change a task's title and/or description.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "task_id": _TASK_ID,
+                "title": {"type": "string", "description": "New title, 1-200 characters."},
+                "description": {
+                    "type": "string",
+                    "description": "New description, up to 2000 characters.",
+                },
+            },
+            "required": ["task_id"],
+        },
+    },
+    "delete_task": {
+        "description": "Delete a task permanently.",
+        "parameters": {
+            "type": "object",
+            "properties": {"task_id": _TASK_ID},
+            "required": ["task_id"],
+        },
+    },
+}
+
+
+async def run_action(ctx: TurnContext, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Run one task action for the context's user; failures come back as `{"error": ...}`."""
+    allowed = TOOL_SPECS[name]["parameters"]["properties"]
+    kwargs = {k: v for k, v in arguments.items() if k in allowed}
+    try:
+        result = await ACTIONS[name](ctx.sessions, ctx.user_id, **kwargs)
+    except AppError as exc:
+        result = {"error": exc.detail}
+    except TypeError:
+        result = {
+            "error": f"{name} needs: {', '.join(TOOL_SPECS[name]['parameters'].get('required', []))}"
+        }
+    ctx.tool_calls.append({"tool": name, "arguments": kwargs, "result": result})
+    return result
+
+
+def _make_tool(name: str) -> FunctionTool:
+    async def invoke(wrapper: RunContextWrapper[TurnContext], raw_arguments: str) -> str:
+        try:
+            arguments = orjson.loads(raw_arguments or "{}")
+        except orjson.JSONDecodeError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            result: dict[str, Any] = {"error": "arguments must be a JSON object"}
+            wrapper.context.tool_calls.append({"tool": name, "arguments": {}, "result": result})
+        else:
+            result = await run_action(wrapper.context, name, arguments)
+        return orjson.dumps(result).decode()
+
+    spec = TOOL_SPECS[name]
+    return FunctionTool(
+        name=name,
+        description=spec["description"],
+        params_json_schema=spec["parameters"],
+        on_invoke_tool=invoke,
+        strict_json_schema=False,
+    )
+
+
+def task_tools() -> list[FunctionTool]:
+    """The five tools; build once per process and share across turns (they hold no state)."""
+    return [_make_tool(name) for name in TOOL_SPECS]

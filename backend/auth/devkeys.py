@@ -1,0 +1,69 @@
+"""The development signing key: used when neither BETTER_AUTH_URL nor JWT_SECRET is set.
+
+`make run` needs no auth server; the service trusts a local Ed25519 key kept in DATA_DIR, and
+`task-assistant token <user>` signs tokens with it for curl. Never use this mode in production.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from backend.config import DEV_ISSUER
+
+KEY_FILE = "dev-jwt-ed25519.pem"
+
+
+def load_or_create_dev_key(data_dir: Path) -> Ed25519PrivateKey:
+    path = data_dir / KEY_FILE
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise RuntimeError(f"{path} is not an Ed25519 private key")
+        return key
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    return key
+
+
+def public_jwk(key: Ed25519PrivateKey) -> dict[str, Any]:
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    thumbprint = hashlib.sha256(json.dumps({"crv": "Ed25519", "kty": "OKP", "x": x}).encode())
+    return {
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": x,
+        "alg": "EdDSA",
+        "kid": "dev-" + thumbprint.hexdigest()[:16],
+    }
+
+
+def mint_token(
+    key: Ed25519PrivateKey,
+    sub: str,
+    *,
+    ttl_seconds: int = 12 * 3600,
+    issuer: str = DEV_ISSUER,
+    audience: str = DEV_ISSUER,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    now = int(time.time())
+    claims = {"sub": sub, "iat": now, "exp": now + ttl_seconds, "iss": issuer, "aud": audience}
+    claims.update(extra or {})
+    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": public_jwk(key)["kid"]})

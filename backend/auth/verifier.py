@@ -1,0 +1,120 @@
+"""Token verification: which key may verify which algorithm, and the claims we require.
+
+Algorithm confusion is impossible by construction: HS256 is verified only with JWT_SECRET,
+asymmetric algorithms only with a JWKS key whose type matches the algorithm, `none` never.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+from jwt import PyJWK
+
+from backend.auth.jwks import JWKSCache, JWKSUnavailable
+from backend.errors import ServiceUnavailable, Unauthorized
+
+# Which JWK shapes may verify which algorithm (Better Auth's jwt plugin offers these families).
+_KEY_TYPES: dict[str, tuple[str, str | None]] = {
+    "EdDSA": ("OKP", None),
+    "ES256": ("EC", "P-256"),
+    "ES384": ("EC", "P-384"),
+    "ES512": ("EC", "P-521"),
+    "RS256": ("RSA", None),
+    "RS384": ("RSA", None),
+    "RS512": ("RSA", None),
+    "PS256": ("RSA", None),
+    "PS384": ("RSA", None),
+    "PS512": ("RSA", None),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """The caller, as proven by a verified token."""
+
+    id: str
+    """The token's `sub`: the only source of identity anywhere in the service."""
+    claims: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    token: str = field(default="", repr=False, compare=False)
+    """The raw bearer token, kept only to forward to our own MCP server."""
+
+
+class TokenVerifier:
+    def __init__(
+        self,
+        *,
+        jwks: JWKSCache | None,
+        secret: str | None,
+        issuer: str | None,
+        audience: str | None,
+        leeway: int = 30,
+    ) -> None:
+        self._jwks = jwks
+        self._secret = secret
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway
+        self._key_objects: dict[tuple[str, str, str], Any] = {}
+
+    async def verify(self, token: str) -> User:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthorized("Invalid token") from None
+        alg = header.get("alg")
+        if alg == "HS256" and self._secret:
+            key: Any = self._secret
+        elif isinstance(alg, str) and alg in _KEY_TYPES and self._jwks is not None:
+            key = await self._asymmetric_key(alg, header.get("kid"))
+        else:
+            raise Unauthorized("Invalid token")
+        options: dict[str, Any] = {"require": ["sub", "exp", "iat"]}
+        if self._audience is None:
+            options["verify_aud"] = False
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                issuer=self._issuer,
+                audience=self._audience,
+                leeway=self._leeway,
+                options=options,
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("Token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthorized("Token not yet valid") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("Invalid token") from None
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub.strip() or len(sub) > 255:
+            raise Unauthorized("Invalid token")
+        return User(id=sub, claims=claims, token=token)
+
+    async def _asymmetric_key(self, alg: str, kid: Any) -> Any:
+        assert self._jwks is not None
+        if kid is not None and not isinstance(kid, str):
+            raise Unauthorized("Invalid token")
+        try:
+            jwk = await self._jwks.get(kid)
+        except JWKSUnavailable:
+            raise ServiceUnavailable("Authentication service unavailable") from None
+        if jwk is None:
+            raise Unauthorized("Invalid token")
+        kty, crv = _KEY_TYPES[alg]
+        if jwk.get("kty") != kty or (crv and jwk.get("crv") != crv):
+            raise Unauthorized("Invalid token")
+        if jwk.get("alg") not in (None, alg) or jwk.get("use") not in (None, "sig"):
+            raise Unauthorized("Invalid token")
+        cache_key = (str(kid), alg, str(jwk.get("x") or jwk.get("n")))
+        key = self._key_objects.get(cache_key)
+        if key is None:
+            try:
+                key = PyJWK(jwk, algorithm=alg).key
+            except jwt.PyJWTError:
+                raise Unauthorized("Invalid token") from None
+            self._key_objects[cache_key] = key
+        return key

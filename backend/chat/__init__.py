@@ -1,0 +1,1 @@
+"""Chat: conversations, their messages, the history window and the chat turn."""

@@ -1,0 +1,203 @@
+"""Settings: every knob the service reads from the environment (or `.env`).
+
+Empty values count as unset, so `FOO=` in a `.env` file means "use the default".
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GEMINI_OPENAI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta/openai/"
+GEMINI_DEFAULT_MODEL = "gemini-2.5-flash"
+OFFLINE_MODEL_NAME = "offline-rules"
+
+
+def normalize_database_url(url: str) -> str:
+    """Map `postgres://`, `postgresql://` and driver variants to psycopg 3's async dialect."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("DATABASE_URL must look like postgresql://user:pass@host/db")
+    base = scheme.split("+", 1)[0].lower()
+    if base not in {"postgres", "postgresql"}:
+        raise ValueError("DATABASE_URL must be a PostgreSQL URL (postgresql:// or postgres://)")
+    return f"postgresql+psycopg://{rest}"
+
+
+def origin_of(url: str) -> str:
+    """`http://localhost:3000/some/path/` -> `http://localhost:3000` (what Better Auth puts in iss/aud)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_ignore_empty=True, extra="ignore", case_sensitive=False
+    )
+
+    # --- database ---
+    database_url: str | None = None
+    """PostgreSQL URL. Unset: an embedded PostgreSQL under DATA_DIR."""
+    data_dir: Path = Path(".data")
+    """Where the embedded PostgreSQL and the development signing key live."""
+    database_pool_size: int = Field(default=10, ge=1, le=500)
+    database_max_overflow: int = Field(default=10, ge=0, le=500)
+    database_connect_timeout: float = Field(default=3.0, gt=0)
+    """Seconds to wait for a new connection or a free pool slot before answering 503."""
+    database_statement_timeout_ms: int = Field(default=10_000, ge=0)
+
+    # --- authentication ---
+    better_auth_url: str | None = None
+    better_auth_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_secret: str | None = None
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    jwks_cache_seconds: int = Field(default=3600, ge=1)
+    jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
+
+    # --- HTTP ---
+    allowed_origins: str = ""
+    """Comma-separated list of origins allowed by CORS, or `*`. Empty: no CORS."""
+    log_level: str = "INFO"
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+
+    # --- the model ---
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    llm_model: str | None = None
+    gemini_api_key: str | None = None
+    gemini_model: str | None = None
+    openai_api_key: str | None = None
+    """Only used to decide whether SDK tracing may export to OpenAI."""
+    llm_max_retries: int = Field(default=2, ge=0, le=10)
+    llm_max_connections: int = Field(default=500, ge=1)
+
+    # --- the agent and the chat turn ---
+    agent_instructions: str | None = None
+    agent_max_turns: int = Field(default=8, ge=1, le=50)
+    chat_timeout_seconds: float = Field(default=30.0, gt=0)
+    history_token_budget: int = Field(default=8000, ge=100)
+    history_max_messages: int = Field(default=100, ge=1, le=1000)
+    max_message_chars: int = Field(default=8000, ge=1)
+
+    # --- tools transport ---
+    tools_transport: Literal["inprocess", "mcp"] = "inprocess"
+    mcp_server_url: str | None = None
+
+    # --- reliability ---
+    rate_limit_requests: int = Field(default=20, ge=0)
+    """Chat turns per user per window; 0 disables rate limiting."""
+    rate_limit_window_seconds: int = Field(default=60, ge=1)
+    redis_url: str | None = None
+    idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
+    conversation_lock_seconds: float | None = None
+    """How long a turn's claim on its conversation lasts if the process dies; default: timeout + 30 s."""
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _secret_long_enough(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode()) < 32:
+            raise ValueError(
+                "JWT_SECRET must be at least 32 bytes; generate one with `openssl rand -hex 32`"
+            )
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalize_db(cls, value: str | None) -> str | None:
+        return normalize_database_url(value) if value else None
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value
+
+    @model_validator(mode="after")
+    def _mcp_transport_needs_url(self) -> Settings:
+        if self.tools_transport == "mcp" and not self.mcp_server_url:
+            raise ValueError(
+                "TOOLS_TRANSPORT=mcp needs MCP_SERVER_URL (e.g. http://127.0.0.1:8000/mcp)"
+            )
+        return self
+
+    # --- derived values ---
+    @property
+    def dev_auth(self) -> bool:
+        """Neither Better Auth nor a shared secret: trust a local development key."""
+        return not self.better_auth_url and not self.jwt_secret and not self.better_auth_jwks_url
+
+    @property
+    def jwks_url(self) -> str | None:
+        if self.better_auth_jwks_url:
+            return self.better_auth_jwks_url
+        if self.better_auth_url:
+            return self.better_auth_url.rstrip("/") + "/api/auth/jwks"
+        return None
+
+    @property
+    def expected_issuer(self) -> str | None:
+        if self.jwt_issuer:
+            return self.jwt_issuer
+        if self.better_auth_url:
+            return origin_of(self.better_auth_url)
+        return DEV_ISSUER if self.dev_auth else None
+
+    @property
+    def expected_audience(self) -> str | None:
+        if self.jwt_audience:
+            return self.jwt_audience
+        if self.better_auth_url:
+            return origin_of(self.better_auth_url)
+        return DEV_ISSUER if self.dev_auth else None
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
+
+    @property
+    def model_api_key(self) -> str | None:
+        return self.llm_api_key or self.gemini_api_key
+
+    @property
+    def model_base_url(self) -> str | None:
+        if self.llm_base_url:
+            return self.llm_base_url
+        if self.gemini_api_key and not self.llm_api_key:
+            return GEMINI_OPENAI_BASE_URL
+        return None
+
+    @property
+    def model_name(self) -> str:
+        """The model the agent uses; the offline model when no LLM key or base URL is set."""
+        if not self.uses_remote_model:
+            return OFFLINE_MODEL_NAME
+        if self.llm_model:
+            return self.llm_model
+        if self.gemini_model:
+            return self.gemini_model
+        return GEMINI_DEFAULT_MODEL
+
+    @property
+    def uses_remote_model(self) -> bool:
+        return bool(self.model_api_key or self.llm_base_url)
+
+    @property
+    def turn_lock_seconds(self) -> float:
+        return self.conversation_lock_seconds or self.chat_timeout_seconds + 30
+
+
+DEV_ISSUER = "task-assistant-dev"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

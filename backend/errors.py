@@ -1,0 +1,229 @@
+"""Errors: the exceptions services raise and the one JSON shape clients see.
+
+    AppError                      any expected failure; `status` and `code` pick the response
+     ├── BadRequest               400 malformed request the schema cannot express
+     ├── Unauthorized             401 missing, expired or invalid token (adds WWW-Authenticate)
+     ├── Forbidden                403 authenticated, but not allowed
+     ├── NotFound                 404 unknown, or another user's, object
+     ├── Conflict                 409 e.g. a turn already running in this conversation
+     ├── PayloadTooLarge          413 body over MAX_BODY_BYTES
+     ├── InvalidInput             422 a field breaks a rule (names the field)
+     ├── RateLimited              429 with Retry-After
+     ├── ServiceUnavailable       503 database or model provider unavailable
+     └── GatewayTimeout           504 the model did not answer in time
+
+Every error response is `{"detail": str, "code": str}`, plus `"errors": [{"field", "message"}]`
+for validation failures. No internal message or stack trace ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from backend.responses import FastJSONResponse
+
+log = logging.getLogger(__name__)
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    detail: str
+    code: str
+    errors: list[FieldError] | None = None
+
+
+class AppError(Exception):
+    status = 400
+    code = "bad_request"
+    detail = "Bad request"
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail or self.detail)
+        self.detail = detail or self.detail
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.detail, "code": self.code}
+
+
+class BadRequest(AppError):
+    pass
+
+
+class Unauthorized(AppError):
+    status = 401
+    code = "unauthorized"
+    detail = "Invalid token"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+class Forbidden(AppError):
+    status = 403
+    code = "forbidden"
+    detail = "Forbidden"
+
+
+class NotFound(AppError):
+    status = 404
+    code = "not_found"
+    detail = "Not found"
+
+
+class Conflict(AppError):
+    status = 409
+    code = "conflict"
+    detail = "Conflict"
+
+
+class PayloadTooLarge(AppError):
+    status = 413
+    code = "payload_too_large"
+    detail = "Request body too large"
+
+
+class InvalidInput(AppError):
+    status = 422
+    code = "invalid_input"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "errors": [{"field": self.field, "message": self.message}]}
+
+
+class RateLimited(AppError):
+    status = 429
+    code = "rate_limited"
+    detail = "Too many requests"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)} if retry_after else None)
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(AppError):
+    status = 503
+    code = "service_unavailable"
+    detail = "Service temporarily unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+    detail = "Database temporarily unavailable"
+
+
+class GatewayTimeout(AppError):
+    status = 504
+    code = "timeout"
+    detail = "The AI service did not answer in time"
+
+
+def error_response(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> FastJSONResponse:
+    return FastJSONResponse(body, status_code=status, headers=headers)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+async def _app_error(_: Request, exc: Exception) -> FastJSONResponse:
+    assert isinstance(exc, AppError)
+    return error_response(exc.status, exc.body(), exc.headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> FastJSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for err in exc.errors():
+        field = _field_name(tuple(err.get("loc", ())))
+        msg = str(err.get("msg", "invalid value"))
+        if err.get("type") == "json_invalid":
+            field, msg = "body", "Request body is not valid JSON"
+        errors.append({"field": field, "message": msg})
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "Invalid request"
+    return error_response(422, {"detail": detail, "code": "invalid_input", "errors": errors})
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 401: "unauthorized"}
+
+
+async def _http_error(_: Request, exc: Exception) -> FastJSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    detail = exc.detail if isinstance(exc.detail, str) else "Error"
+    return error_response(exc.status_code, {"detail": detail, "code": code}, exc.headers)
+
+
+def is_connectivity_error(exc: BaseException) -> bool:
+    """True for failures that mean "the database is not reachable", not "the query is wrong"."""
+    if isinstance(exc, (PoolTimeoutError, DisconnectionError, OSError, ConnectionError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(
+            exc, (OperationalError, InterfaceError)
+        )
+    return False
+
+
+async def _db_error(_: Request, exc: Exception) -> FastJSONResponse:
+    if is_connectivity_error(exc):
+        log.warning("database unavailable: %s", type(exc).__name__)
+        err: AppError = DatabaseUnavailable()
+        return error_response(err.status, err.body(), {"Retry-After": "5"})
+    log.exception("database error")
+    return error_response(500, {"detail": "Internal server error", "code": "internal_error"})
+
+
+async def _unexpected(_: Request, exc: Exception) -> FastJSONResponse:
+    if is_connectivity_error(exc):
+        return await _db_error(_, exc)
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, {"detail": "Internal server error", "code": "internal_error"})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _db_error)
+    app.add_exception_handler(PoolTimeoutError, _db_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries documenting the error shape for the given statuses."""
+    descriptions = {
+        400: "Malformed request",
+        401: "Missing, expired or invalid bearer token",
+        403: "Not allowed",
+        404: "Not found (or owned by another user)",
+        409: "Conflict",
+        413: "Request body too large",
+        422: "Invalid input; `errors` names the fields",
+        429: "Rate limited; see Retry-After",
+        503: "Database or AI service temporarily unavailable",
+        504: "The AI service did not answer in time",
+    }
+    return {s: {"model": ErrorBody, "description": descriptions.get(s, "Error")} for s in statuses}

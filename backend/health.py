@@ -1,0 +1,44 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from sqlalchemy import text
+
+from backend.responses import FastJSONResponse
+
+router = APIRouter(tags=["health"])
+
+READY_TIMEOUT_SECONDS = 2.0
+
+
+@router.get("/health", summary="Liveness: the process answers (no database)")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/health/ready", summary="Readiness: the database answers within 2 s")
+async def ready(request: Request) -> FastJSONResponse:
+    state = request.app.state
+    body: dict[str, Any] = {"model": state.settings.model_name, "database": "ok"}
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+            async with state.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    except TimeoutError:
+        body.update(
+            status="unavailable", database="timeout", reason="database did not answer within 2 s"
+        )
+        return FastJSONResponse(body, status_code=503)
+    except Exception as exc:  # any failure to reach the database means "not ready"
+        body.update(
+            status="unavailable",
+            database="unreachable",
+            reason=f"database unreachable ({type(exc).__name__})",
+        )
+        return FastJSONResponse(body, status_code=503)
+    body["status"] = "ok"
+    return FastJSONResponse(body)

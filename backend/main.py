@@ -1,0 +1,124 @@
+"""The FastAPI application: `create_app()` wires routers, middleware and the lifespan.
+
+The lifespan owns every long-lived resource (database engine, HTTP clients, the token verifier,
+the model client); nothing else keeps state between requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from backend import health
+from backend.auth.devkeys import load_or_create_dev_key, public_jwk
+from backend.auth.jwks import JWKSCache
+from backend.auth.verifier import TokenVerifier
+from backend.config import Settings, get_settings
+from backend.db import create_engine, resolve_database_url, session_factory
+from backend.errors import install_error_handlers
+from backend.logging import configure_logging
+from backend.middleware import RequestContextMiddleware
+from backend.tasks.router import router as tasks_router
+
+log = logging.getLogger("backend")
+
+
+def build_verifier(settings: Settings, http: httpx.AsyncClient) -> TokenVerifier:
+    if settings.dev_auth:
+        key = load_or_create_dev_key(settings.data_dir)
+        jwks = JWKSCache(None, None, static_keys=[public_jwk(key)])
+        log.warning(
+            "DEVELOPMENT AUTH: trusting the local development key in %s "
+            "(set BETTER_AUTH_URL or JWT_SECRET for real users); "
+            "mint a token with `task-assistant token <user>`",
+            settings.data_dir,
+        )
+    elif settings.jwks_url:
+        jwks = JWKSCache(
+            settings.jwks_url,
+            http,
+            cache_seconds=settings.jwks_cache_seconds,
+            cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
+        )
+        log.info("verifying Better Auth tokens against %s", settings.jwks_url)
+    else:
+        jwks = None
+    if settings.jwt_secret:
+        log.info("accepting HS256 tokens signed with JWT_SECRET")
+    return TokenVerifier(
+        jwks=jwks,
+        secret=settings.jwt_secret,
+        issuer=settings.expected_issuer,
+        audience=settings.expected_audience,
+        leeway=settings.jwt_leeway_seconds,
+    )
+
+
+def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
+    """Build the app. `overrides` are placed on `app.state` after start-up (tests use this)."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            url = settings.database_url or await asyncio.to_thread(resolve_database_url, settings)
+            engine = create_engine(url, settings)
+            stack.push_async_callback(engine.dispose)
+            http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+            stack.push_async_callback(http.aclose)
+            app.state.settings = settings
+            app.state.engine = engine
+            app.state.sessions = session_factory(engine)
+            app.state.http = http
+            app.state.verifier = build_verifier(settings, http)
+            for name, value in overrides.items():
+                setattr(app.state, name, value)
+            log.info("task-assistant ready (model: %s)", settings.model_name)
+            yield
+
+    app = FastAPI(
+        title="task-assistant",
+        summary="A stateless, JWT-authenticated task-assistant chat API on PostgreSQL.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(tasks_router)
+    if settings.cors_origins:
+        wildcard = settings.cors_origins == ["*"]
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            # Credentials with `*` would let any site act with a user's cookies; tokens go in headers.
+            allow_credentials=not wildcard,
+            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "X-Request-ID",
+                "Accept",
+            ],
+            expose_headers=["Retry-After", "X-Request-ID"],
+            max_age=600,
+        )
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `backend.main:app` for uvicorn, built on first access so importing this module is cheap.
+    if name == "app":
+        global app
+        app = create_app()
+        return app
+    raise AttributeError(name)

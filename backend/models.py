@@ -1,0 +1,7 @@
+"""Every table model, imported in one place so Alembic and the drift test see the whole schema."""
+
+from backend.chat.models import Conversation, Message
+from backend.db import metadata
+from backend.tasks.models import Task
+
+__all__ = ["Conversation", "Message", "Task", "metadata"]

@@ -1,0 +1,96 @@
+"""The five task actions that the chat agent and the MCP server offer, with their result shapes.
+
+Each action is one short transaction over `tasks.service` and returns a JSON-ready dict a model
+can read. Failures raise `AppError` (unknown task, invalid title); the agent adapter turns that
+into a message for the model, the MCP adapter into an MCP tool error. The user id always comes
+from the caller's verified token, never from the tool's arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backend.errors import InvalidInput
+from backend.tasks import service
+from backend.tasks.models import Task
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def task_view(task: Task) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "title": task.title,
+        "description": task.description,
+        "completed": task.completed,
+    }
+
+
+def coerce_task_id(value: Any) -> int:
+    """Models send ids as 5, 5.0 or "5"; anything else is not a task id."""
+    if isinstance(value, bool):
+        raise InvalidInput("task_id", "must be an integer task id")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("#").isdigit():
+        return int(value.strip().lstrip("#"))
+    raise InvalidInput("task_id", "must be an integer task id")
+
+
+async def add_task(
+    sessions: Sessions, user_id: str, title: Any, description: Any = None
+) -> dict[str, Any]:
+    async with sessions.begin() as session:
+        task = await service.create_task(session, user_id, title, description)
+        return {"task_id": task.id, "status": "created", "title": task.title}
+
+
+async def list_tasks(sessions: Sessions, user_id: str, status: Any = "all") -> dict[str, Any]:
+    async with sessions.begin() as session:
+        tasks = await service.list_tasks(session, user_id, status or "all")
+        return {"tasks": [task_view(t) for t in tasks]}
+
+
+async def complete_task(sessions: Sessions, user_id: str, task_id: Any) -> dict[str, Any]:
+    async with sessions.begin() as session:
+        task = await service.complete_task(session, user_id, coerce_task_id(task_id))
+        return {"task_id": task.id, "status": "completed", "title": task.title}
+
+
+async def update_task(
+    sessions: Sessions, user_id: str, task_id: Any, title: Any = None, description: Any = None
+) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if title is not None:
+        changes["title"] = title
+    if description is not None:
+        changes["description"] = description
+    if not changes:
+        raise InvalidInput("title", "give a new title or description")
+    async with sessions.begin() as session:
+        task = await service.update_task(session, user_id, coerce_task_id(task_id), **changes)
+        return {
+            "task_id": task.id,
+            "status": "updated",
+            "title": task.title,
+            "description": task.description,
+        }
+
+
+async def delete_task(sessions: Sessions, user_id: str, task_id: Any) -> dict[str, Any]:
+    async with sessions.begin() as session:
+        task = await service.delete_task(session, user_id, coerce_task_id(task_id))
+        return {"task_id": task.id, "status": "deleted", "title": task.title}
+
+
+ACTIONS = {
+    "add_task": add_task,
+    "list_tasks": list_tasks,
+    "complete_task": complete_task,
+    "update_task": update_task,
+    "delete_task": delete_task,
+}

@@ -1,0 +1,48 @@
+"""REST endpoints for tasks: parse, call the task service, return."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from backend.auth import CurrentUser
+from backend.db import SessionDep
+from backend.errors import error_responses
+from backend.tasks import service
+from backend.tasks.schemas import TaskCreate, TaskList, TaskRead, TaskStatus, TaskUpdate
+
+router = APIRouter(prefix="/api/tasks", tags=["tasks"], responses=error_responses(401, 422, 503))
+
+
+@router.get("", response_model=TaskList, summary="List your tasks")
+async def list_tasks(
+    user: CurrentUser, session: SessionDep, status: TaskStatus = TaskStatus.all
+) -> TaskList:
+    tasks = await service.list_tasks(session, user.id, status)
+    return TaskList(tasks=[TaskRead.model_validate(t) for t in tasks])
+
+
+@router.post("", response_model=TaskRead, status_code=201, summary="Create a task")
+async def create_task(body: TaskCreate, user: CurrentUser, session: SessionDep) -> TaskRead:
+    task = await service.create_task(session, user.id, body.title, body.description)
+    return TaskRead.model_validate(task)
+
+
+@router.get("/{task_id}", response_model=TaskRead, responses=error_responses(404))
+async def get_task(task_id: int, user: CurrentUser, session: SessionDep) -> TaskRead:
+    return TaskRead.model_validate(await service.get_task(session, user.id, task_id))
+
+
+@router.patch("/{task_id}", response_model=TaskRead, responses=error_responses(404))
+async def update_task(
+    task_id: int, body: TaskUpdate, user: CurrentUser, session: SessionDep
+) -> TaskRead:
+    task = await service.update_task(
+        session, user.id, task_id, **body.model_dump(exclude_unset=True)
+    )
+    return TaskRead.model_validate(task)
+
+
+@router.delete("/{task_id}", status_code=204, responses=error_responses(404))
+async def delete_task(task_id: int, user: CurrentUser, session: SessionDep) -> Response:
+    await service.delete_task(session, user.id, task_id)
+    return Response(status_code=204)

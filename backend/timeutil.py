@@ -1,0 +1,7 @@
+"""Timezone-aware UTC time, the only kind the service uses."""
+
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

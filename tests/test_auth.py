@@ -1,0 +1,322 @@
+"""Token verification: Better Auth JWKS tokens, HS256, and every way a token can be bad."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from backend.config import Settings
+from backend.main import build_verifier, create_app
+from tests.conftest import make_settings, running_app
+
+AUTH_URL = "http://localhost:3000"
+SECRET = "s" * 40
+
+
+def _jwk(private: Any, kid: str, alg: str | None) -> dict[str, Any]:
+    public = private.public_key()
+    if isinstance(private, ed25519.Ed25519PrivateKey):
+        data = OKPAlgorithm.to_jwk(public, as_dict=True)
+    elif isinstance(private, ec.EllipticCurvePrivateKey):
+        data = ECAlgorithm.to_jwk(public, as_dict=True)
+    else:
+        data = RSAAlgorithm.to_jwk(public, as_dict=True)
+    data["kid"] = kid
+    if alg:
+        data["alg"] = alg
+    return data
+
+
+class FakeBetterAuth:
+    """Serves a JWKS over httpx.MockTransport and counts fetches."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, tuple[Any, str]] = {}
+        self.fetches = 0
+        self.add("ed-1", ed25519.Ed25519PrivateKey.generate(), "EdDSA")
+
+    def add(self, kid: str, private: Any, alg: str) -> None:
+        self.keys[kid] = (private, alg)
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/auth/jwks"
+        self.fetches += 1
+        # Better Auth <= 1.3 omits `alg`; do the same for the EdDSA key.
+        keys = [
+            _jwk(p, kid, None if alg == "EdDSA" else alg) for kid, (p, alg) in self.keys.items()
+        ]
+        return httpx.Response(200, json={"keys": keys})
+
+    def sign(
+        self, kid: str = "ed-1", *, alg: str | None = None, key: Any = None, **claims: Any
+    ) -> str:
+        private, key_alg = self.keys[kid]
+        now = int(time.time())
+        body = {"sub": "user-1", "iat": now, "exp": now + 900, "iss": AUTH_URL, "aud": AUTH_URL}
+        body.update(claims)
+        body = {k: v for k, v in body.items() if v is not None}
+        return jwt.encode(body, key or private, algorithm=alg or key_alg, headers={"kid": kid})
+
+
+@pytest.fixture
+def better_auth() -> FakeBetterAuth:
+    return FakeBetterAuth()
+
+
+@pytest.fixture
+def auth_settings(database_url: str, data_dir: Path) -> Settings:
+    return make_settings(
+        database_url,
+        data_dir,
+        better_auth_url=AUTH_URL + "/",
+        jwt_secret=SECRET,
+        jwks_refetch_cooldown_seconds=60,
+    )
+
+
+@pytest.fixture
+async def auth_client(
+    auth_settings: Settings, better_auth: FakeBetterAuth
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(auth_settings)
+    async with running_app(app) as client:
+        http = httpx.AsyncClient(
+            transport=httpx.MockTransport(better_auth.handler), base_url=AUTH_URL
+        )
+        app.state.verifier = build_verifier(auth_settings, http)
+        yield client
+        await http.aclose()
+
+
+async def _status(
+    client: httpx.AsyncClient, token: str
+) -> tuple[int, dict[str, Any], httpx.Headers]:
+    r = await client.get("/api/tasks", headers={"Authorization": f"Bearer {token}"})
+    return r.status_code, r.json(), r.headers
+
+
+async def test_settings_derive_jwks_issuer_audience(auth_settings: Settings) -> None:
+    assert auth_settings.jwks_url == "http://localhost:3000/api/auth/jwks"
+    assert auth_settings.expected_issuer == AUTH_URL
+    assert auth_settings.expected_audience == AUTH_URL
+    assert not auth_settings.dev_auth
+
+
+def test_short_secret_refused(database_url: str, data_dir: Path) -> None:
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        make_settings(database_url, data_dir, jwt_secret="too-short")
+
+
+async def test_valid_eddsa_token(
+    auth_client: httpx.AsyncClient, better_auth: FakeBetterAuth
+) -> None:
+    status, body, _ = await _status(auth_client, better_auth.sign())
+    assert status == 200 and body == {"tasks": []}
+
+
+@pytest.mark.parametrize(
+    ("alg", "make_key"),
+    [
+        ("ES256", lambda: ec.generate_private_key(ec.SECP256R1())),
+        ("ES512", lambda: ec.generate_private_key(ec.SECP521R1())),
+        ("RS256", lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        ("PS256", lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+    ],
+)
+async def test_other_better_auth_algorithms(
+    auth_client: httpx.AsyncClient,
+    better_auth: FakeBetterAuth,
+    alg: str,
+    make_key: Callable[[], Any],
+) -> None:
+    better_auth.add("k-" + alg, make_key(), alg)
+    status, _, _ = await _status(auth_client, better_auth.sign("k-" + alg))
+    assert status == 200
+
+
+async def test_valid_hs256_token(auth_client: httpx.AsyncClient) -> None:
+    now = int(time.time())
+    token = jwt.encode(
+        {"sub": "u", "iat": now, "exp": now + 60, "iss": AUTH_URL, "aud": AUTH_URL},
+        SECRET,
+        algorithm="HS256",
+    )
+    status, _, _ = await _status(auth_client, token)
+    assert status == 200
+
+
+def _none_token() -> str:
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    now = int(time.time())
+    payload = f'{{"sub":"u","iat":{now},"exp":{now + 60},"iss":"{AUTH_URL}","aud":"{AUTH_URL}"}}'
+    header = b64(b'{"alg":"none","typ":"JWT"}')
+    return f"{header}.{b64(payload.encode())}."
+
+
+def _hs256_with_public_key(fake: FakeBetterAuth) -> str:
+    private, _ = fake.keys["ed-1"]
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    now = int(time.time())
+    body = {"sub": "u", "iat": now, "exp": now + 60, "iss": AUTH_URL, "aud": AUTH_URL}
+    # PyJWT refuses PEM keys as HMAC secrets, so build the HMAC by hand.
+    import hashlib
+    import hmac
+    import json
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = (
+        b64(json.dumps({"alg": "HS256", "kid": "ed-1"}).encode())
+        + "."
+        + b64(json.dumps(body).encode())
+    )
+    sig = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + b64(sig)
+
+
+@pytest.mark.parametrize(
+    ("make_token", "detail"),
+    [
+        (
+            lambda f: f.sign(exp=int(time.time()) - 120, iat=int(time.time()) - 1000),
+            "Token expired",
+        ),
+        (
+            lambda f: f.sign(iat=int(time.time()) + 600, nbf=int(time.time()) + 600),
+            "Token not yet valid",
+        ),
+        (lambda f: f.sign(iss="http://evil.example"), "Invalid token"),
+        (lambda f: f.sign(aud="http://other-app.example"), "Invalid token"),
+        (lambda f: f.sign(sub=None), "Invalid token"),
+        (lambda f: f.sign(exp=None), "Invalid token"),
+        (lambda f: f.sign(iat=None), "Invalid token"),
+        (lambda f: f.sign(sub=""), "Invalid token"),
+        (
+            lambda f: f.sign(key=ed25519.Ed25519PrivateKey.generate()),
+            "Invalid token",
+        ),  # foreign key, known kid
+        (lambda f: _none_token(), "Invalid token"),
+        (_hs256_with_public_key, "Invalid token"),
+        (
+            lambda f: f.sign(alg="ES256", key=ec.generate_private_key(ec.SECP256R1())),
+            "Invalid token",
+        ),  # alg/key mismatch
+        (lambda f: "garbage", "Invalid token"),
+        (lambda f: "a.b.c", "Invalid token"),
+        (
+            lambda f: jwt.encode({"sub": "u", "iat": 1, "exp": 2**40}, "x" * 40, algorithm="HS256"),
+            "Invalid token",
+        ),
+    ],
+    ids=[
+        "expired",
+        "not-yet-valid",
+        "wrong-iss",
+        "wrong-aud",
+        "missing-sub",
+        "missing-exp",
+        "missing-iat",
+        "empty-sub",
+        "foreign-key",
+        "alg-none",
+        "hs256-with-public-key",
+        "alg-key-mismatch",
+        "garbage",
+        "dots",
+        "wrong-secret",
+    ],
+)
+async def test_bad_tokens_answer_401(
+    auth_client: httpx.AsyncClient,
+    better_auth: FakeBetterAuth,
+    make_token: Callable[[FakeBetterAuth], str],
+    detail: str,
+) -> None:
+    token = make_token(better_auth)
+    status, body, headers = await _status(auth_client, token)
+    assert status == 401
+    assert body == {"detail": detail, "code": "unauthorized"}
+    assert headers["www-authenticate"].startswith("Bearer")
+    assert token not in str(body)
+
+
+@pytest.mark.parametrize(
+    "header", [None, "", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "Token abc"]
+)
+async def test_missing_or_empty_credentials(
+    auth_client: httpx.AsyncClient, header: str | None
+) -> None:
+    headers = {"Authorization": header} if header is not None else {}
+    r = await auth_client.get("/api/tasks", headers=headers)
+    assert r.status_code == 401
+    assert r.json()["code"] == "unauthorized"
+    assert "www-authenticate" in r.headers
+
+
+async def test_unknown_kid_refetches_once_per_cooldown(
+    auth_client: httpx.AsyncClient, better_auth: FakeBetterAuth
+) -> None:
+    assert (await _status(auth_client, better_auth.sign()))[0] == 200
+    assert better_auth.fetches == 1
+    # A rotated key appears at the auth server: the first token with its kid triggers a refetch.
+    better_auth.add("ed-2", ed25519.Ed25519PrivateKey.generate(), "EdDSA")
+    assert (await _status(auth_client, better_auth.sign("ed-2")))[0] == 200
+    assert better_auth.fetches == 2
+    # Junk kids inside the cooldown answer 401 without reaching the auth server again.
+    for i in range(20):
+        better_auth.add(f"junk-{i}", ed25519.Ed25519PrivateKey.generate(), "EdDSA")
+        assert (await _status(auth_client, better_auth.sign(f"junk-{i}")))[0] == 401
+    assert better_auth.fetches == 2
+
+
+async def test_auth_server_down_without_cached_keys_is_503(
+    auth_settings: Settings, better_auth: FakeBetterAuth
+) -> None:
+    app = create_app(auth_settings)
+    async with running_app(app) as client:
+        down = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(502)))
+        app.state.verifier = build_verifier(auth_settings, down)
+        status, body, _ = await _status(client, better_auth.sign())
+        assert status == 503
+        assert body["detail"] == "Authentication service unavailable"
+        await down.aclose()
+
+
+async def test_dev_mode_token_from_the_cli(
+    settings: Settings,
+    data_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from backend import cli
+    from backend.config import get_settings
+
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    get_settings.cache_clear()
+    try:
+        cli.main(["token", "carol"])
+    finally:
+        get_settings.cache_clear()
+    token = capsys.readouterr().out.strip()
+    assert jwt.get_unverified_header(token)["alg"] == "EdDSA"
+    app = create_app(settings)
+    async with running_app(app) as client:
+        r = await client.post(
+            "/api/tasks", json={"title": "dev"}, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert r.status_code == 201

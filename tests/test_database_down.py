@@ -1,0 +1,40 @@
+"""With the database unreachable the API answers 503 quickly, and readiness says why."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import httpx
+
+from backend.main import create_app
+from tests.conftest import make_settings, running_app
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_database_down(data_dir: Path, alice: dict[str, str]) -> None:
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{_closed_port()}/nothing"
+    app = create_app(make_settings(url, data_dir, database_connect_timeout=2))
+    async with running_app(app) as client:
+        started = time.monotonic()
+        r = await client.get("/health/ready")
+        assert r.status_code == 503
+        assert r.json()["status"] == "unavailable" and "database" in r.json()["reason"]
+        assert (await client.get("/health")).status_code == 200
+
+        r = await client.get("/api/tasks", headers=alice)
+        assert r.status_code == 503
+        assert r.json() == {
+            "detail": "Database temporarily unavailable",
+            "code": "database_unavailable",
+        }
+        r = await client.post("/api/tasks", json={"title": "x"}, headers=alice)
+        assert r.status_code == 503
+        assert time.monotonic() - started < 10
+        assert isinstance(r, httpx.Response)
