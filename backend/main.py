@@ -13,13 +13,18 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
+from agents import Model
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from backend import health
+from backend.agent.factory import build_agent, build_model, build_openai_client, configure_tracing
 from backend.auth.devkeys import load_or_create_dev_key, public_jwk
 from backend.auth.jwks import JWKSCache
 from backend.auth.verifier import TokenVerifier
+from backend.chat import history
+from backend.chat.router import router as chat_router
+from backend.chat.turn import ChatRuntime
 from backend.config import Settings, get_settings
 from backend.db import create_engine, resolve_database_url, session_factory
 from backend.errors import install_error_handlers
@@ -61,8 +66,8 @@ def build_verifier(settings: Settings, http: httpx.AsyncClient) -> TokenVerifier
     )
 
 
-def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
-    """Build the app. `overrides` are placed on `app.state` after start-up (tests use this)."""
+def create_app(settings: Settings | None = None, *, model: Model | None = None) -> FastAPI:
+    """Build the app. `model` replaces the configured model (tests pass a scripted one)."""
     settings = settings or get_settings()
     configure_logging(settings.log_level)
 
@@ -79,9 +84,27 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
             app.state.sessions = session_factory(engine)
             app.state.http = http
             app.state.verifier = build_verifier(settings, http)
-            for name, value in overrides.items():
-                setattr(app.state, name, value)
-            log.info("task-assistant ready (model: %s)", settings.model_name)
+            configure_tracing(settings)
+            openai_client = build_openai_client(settings)
+            if openai_client is not None:
+                stack.push_async_callback(openai_client.close)
+            app.state.chat = ChatRuntime(
+                settings=settings,
+                engine=engine,
+                sessions=app.state.sessions,
+                agent=build_agent(settings, model or build_model(settings, openai_client)),
+            )
+            await asyncio.to_thread(history.warm_up)
+            if settings.uses_remote_model:
+                log.info(
+                    "model: %s at %s", settings.model_name, settings.model_base_url or "OpenAI"
+                )
+            else:
+                log.warning(
+                    "model: %s, the built-in OFFLINE model (rule-based, not an LLM); "
+                    "set LLM_API_KEY/LLM_BASE_URL/LLM_MODEL or GEMINI_API_KEY for a real one",
+                    settings.model_name,
+                )
             yield
 
     app = FastAPI(
@@ -93,6 +116,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(tasks_router)
+    app.include_router(chat_router)
     if settings.cors_origins:
         wildcard = settings.cors_origins == ["*"]
         app.add_middleware(

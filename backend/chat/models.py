@@ -46,6 +46,12 @@ class Conversation(SQLModel, table=True):
         default_factory=utcnow,
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
+    active_turn: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
+    """The turn now running in this conversation (one at a time); NULL when idle."""
+    active_turn_expires_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    """When a crashed turn's claim lapses, so a killed process never blocks the conversation."""
 
 
 class Message(SQLModel, table=True):

