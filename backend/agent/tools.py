@@ -87,6 +87,8 @@ async def run_action(ctx: TurnContext, name: str, arguments: dict[str, Any]) -> 
     """Run one task action for the context's user; failures come back as `{"error": ...}`."""
     allowed = TOOL_SPECS[name]["parameters"]["properties"]
     kwargs = {k: v for k, v in arguments.items() if k in allowed}
+    if ctx.events is not None:
+        ctx.events({"type": "tool_call", "tool": name, "arguments": kwargs})
     try:
         result = await ACTIONS[name](ctx.sessions, ctx.user_id, **kwargs)
     except AppError as exc:
@@ -96,6 +98,8 @@ async def run_action(ctx: TurnContext, name: str, arguments: dict[str, Any]) -> 
             "error": f"{name} needs: {', '.join(TOOL_SPECS[name]['parameters'].get('required', []))}"
         }
     ctx.tool_calls.append({"tool": name, "arguments": kwargs, "result": result})
+    if ctx.events is not None:
+        ctx.events({"type": "tool_result", "tool": name, "result": result})
     return result
 
 
