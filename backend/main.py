@@ -66,6 +66,12 @@ def build_verifier(settings: Settings, http: httpx.AsyncClient) -> TokenVerifier
     )
 
 
+async def _drain(tasks: set[asyncio.Task[None]], grace_seconds: float = 30.0) -> None:
+    """At shutdown, let streaming turns whose clients left finish and store their turn."""
+    if tasks:
+        await asyncio.wait(set(tasks), timeout=grace_seconds)
+
+
 def create_app(settings: Settings | None = None, *, model: Model | None = None) -> FastAPI:
     """Build the app. `model` replaces the configured model (tests pass a scripted one)."""
     settings = settings or get_settings()
@@ -94,6 +100,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
                 sessions=app.state.sessions,
                 agent=build_agent(settings, model or build_model(settings, openai_client)),
             )
+            stack.push_async_callback(_drain, app.state.chat.background)
             await asyncio.to_thread(history.warm_up)
             if settings.uses_remote_model:
                 log.info(

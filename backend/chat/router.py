@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from backend.auth import CurrentUser
 from backend.chat import conversations as service
@@ -18,7 +21,7 @@ from backend.chat.schemas import (
     ConversationUpdate,
     MessageRead,
 )
-from backend.chat.turn import ChatRuntime, run_turn
+from backend.chat.turn import ChatRuntime, begin_turn, run_turn, stream_turn
 from backend.db import SessionDep
 from backend.errors import Forbidden, error_responses
 
@@ -32,10 +35,37 @@ def _runtime(request: Request) -> ChatRuntime:
     return runtime
 
 
-@router.post("/chat", response_model=ChatResponse, tags=["chat"], responses=_CHAT_ERRORS)
-async def chat(body: ChatRequest, user: CurrentUser, request: Request) -> ChatResponse:
+_STREAM_DOC = {
+    200: {
+        "description": "The reply; with `stream: true` or `Accept: text/event-stream`, Server-Sent Events "
+        "(`conversation`, `text.delta`, `tool_call`, `tool_result`, then `done` or `error`).",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
+def _sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async def encode() -> AsyncIterator[bytes]:
+        async for event in events:
+            yield b"data: " + orjson.dumps(event) + b"\n\n"
+
+    return encode()
+
+
+@router.post(
+    "/chat", response_model=ChatResponse, tags=["chat"], responses={**_CHAT_ERRORS, **_STREAM_DOC}
+)
+async def chat(body: ChatRequest, user: CurrentUser, request: Request) -> Any:
     """Send a message; the agent answers, using task tools as needed."""
-    return await run_turn(_runtime(request), user, body.message, body.conversation_id)
+    runtime = _runtime(request)
+    if body.stream or "text/event-stream" in request.headers.get("accept", ""):
+        turn = await begin_turn(runtime, user, body.message, body.conversation_id)
+        return StreamingResponse(
+            _sse(stream_turn(runtime, turn)),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    return await run_turn(runtime, user, body.message, body.conversation_id)
 
 
 @router.post(

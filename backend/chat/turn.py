@@ -19,12 +19,13 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import openai
 import orjson
-from agents import Agent, MaxTurnsExceeded, Runner
+from agents import Agent, MaxTurnsExceeded, Runner, RunResult, RunResultStreaming
 from agents.exceptions import AgentsException, ModelBehaviorError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -50,6 +51,8 @@ class ChatRuntime:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     agent: Agent[TurnContext]
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+    """Streaming turns still running (kept referenced; awaited at shutdown)."""
 
 
 @dataclass
@@ -198,18 +201,29 @@ def new_items_as_input(new_items: list[Any]) -> list[dict[str, Any]]:
     return items
 
 
-async def run_turn(
-    rt: ChatRuntime, user: User, message: str, conversation_id: uuid.UUID | None
+async def execute_turn(
+    rt: ChatRuntime, turn: Turn, emit: Callable[[dict[str, Any]], None] | None = None
 ) -> ChatResponse:
-    """The non-streaming turn: the whole reply at once."""
-    turn = await begin_turn(rt, user, message, conversation_id)
-    assert turn.context is not None
+    """Run the agent for a begun turn and store it. With `emit`, reply text streams as it comes."""
+    ctx = turn.context
+    assert ctx is not None
     settings = rt.settings
     try:
         async with asyncio.timeout(settings.chat_timeout_seconds):
-            result = await Runner.run(
-                rt.agent, turn.history, context=turn.context, max_turns=settings.agent_max_turns
-            )
+            if emit is None:
+                result: RunResult | RunResultStreaming = await Runner.run(
+                    rt.agent, turn.history, context=ctx, max_turns=settings.agent_max_turns
+                )
+            else:
+                result = Runner.run_streamed(
+                    rt.agent, turn.history, context=ctx, max_turns=settings.agent_max_turns
+                )
+                async for event in result.stream_events():
+                    if (
+                        event.type == "raw_response_event"
+                        and event.data.type == "response.output_text.delta"
+                    ):
+                        emit({"type": "text.delta", "delta": event.data.delta})
         reply = str(result.final_output or "")
         items = new_items_as_input(result.new_items)
         usage = result.context_wrapper.usage
@@ -217,16 +231,13 @@ async def run_turn(
         items = new_items_as_input(exc.run_data.new_items) if exc.run_data else []
         reply, usage = MAX_TURNS_REPLY, None
     except BaseException as exc:
-        reason = (
-            "the AI service did not answer in time"
-            if isinstance(exc, TimeoutError)
-            else "the AI service failed"
-        )
+        timed_out = isinstance(exc, TimeoutError)
+        reason = "the AI service did not answer in time" if timed_out else "the AI service failed"
         await asyncio.shield(fail_turn(rt, turn, reason))
         if _is_provider_failure(exc):
             log.warning(
                 "chat turn failed: user=%s conversation=%s error=%s",
-                user.id,
+                turn.user.id,
                 turn.conversation_id,
                 type(exc).__name__,
             )
@@ -239,14 +250,59 @@ async def run_turn(
         raise
     log.info(
         "chat turn user=%s conversation=%s tools=%s input_tokens=%s output_tokens=%s latency=%.0fms",
-        user.id,
+        turn.user.id,
         turn.conversation_id,
-        ",".join(c["tool"] for c in turn.context.tool_calls) or "-",
+        ",".join(c["tool"] for c in ctx.tool_calls) or "-",
         usage.input_tokens if usage else "-",
         usage.output_tokens if usage else "-",
         (time.perf_counter() - turn.started) * 1000,
     )
     return response
+
+
+async def run_turn(
+    rt: ChatRuntime, user: User, message: str, conversation_id: uuid.UUID | None
+) -> ChatResponse:
+    """The non-streaming turn: the whole reply at once."""
+    return await execute_turn(rt, await begin_turn(rt, user, message, conversation_id))
+
+
+async def stream_turn(rt: ChatRuntime, turn: Turn) -> AsyncIterator[dict[str, Any]]:
+    """Events of a begun turn: conversation, text.delta, tool_call, tool_result, then done or error.
+
+    The turn runs in its own task, so a client that disconnects mid-stream does not cut it in
+    half: it completes and is stored (or fails and is cleaned up) exactly as without streaming.
+    """
+    assert turn.context is not None
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    turn.context.events = queue.put_nowait
+
+    async def produce() -> None:
+        try:
+            response = await execute_turn(rt, turn, emit=queue.put_nowait)
+            queue.put_nowait({"type": "done", **response.model_dump(mode="json")})
+        except AppError as exc:
+            queue.put_nowait({"type": "error", "status": exc.status, **exc.body()})
+        except Exception:
+            log.exception("streaming turn %s failed", turn.id)
+            queue.put_nowait(
+                {
+                    "type": "error",
+                    "status": 500,
+                    "detail": "Internal server error",
+                    "code": "internal_error",
+                }
+            )
+
+    task = asyncio.create_task(produce())
+    rt.background.add(task)
+    task.add_done_callback(rt.background.discard)
+    yield {"type": "conversation", "conversation_id": str(turn.conversation_id)}
+    while True:
+        event = await queue.get()
+        yield event
+        if event["type"] in ("done", "error"):
+            return
 
 
 async def fail_turn_release(rt: ChatRuntime, turn: Turn) -> None:
