@@ -16,6 +16,7 @@ import httpx
 from agents import Model
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import health
 from backend.agent.factory import build_agent, build_model, build_openai_client, configure_tracing
@@ -30,6 +31,13 @@ from backend.db import create_engine, resolve_database_url, session_factory
 from backend.errors import install_error_handlers
 from backend.logging import configure_logging
 from backend.middleware import RequestContextMiddleware
+from backend.reliability.idempotency import IdempotencyStore
+from backend.reliability.ratelimit import (
+    NoRateLimit,
+    PostgresRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+)
 from backend.tasks.router import router as tasks_router
 
 log = logging.getLogger("backend")
@@ -66,6 +74,34 @@ def build_verifier(settings: Settings, http: httpx.AsyncClient) -> TokenVerifier
     )
 
 
+async def build_rate_limiter(
+    settings: Settings, engine: AsyncEngine, stack: AsyncExitStack
+) -> RateLimiter:
+    if settings.rate_limit_requests <= 0:
+        return NoRateLimit()
+    if settings.redis_url:
+        import redis.asyncio as redis
+
+        client = redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        stack.push_async_callback(client.aclose)
+        log.info("rate limits kept in Redis")
+        return RedisRateLimiter(
+            client, settings.rate_limit_requests, settings.rate_limit_window_seconds
+        )
+    return PostgresRateLimiter(
+        engine, settings.rate_limit_requests, settings.rate_limit_window_seconds
+    )
+
+
+async def _purge_periodically(store: IdempotencyStore, every_seconds: float = 900) -> None:
+    while True:
+        await asyncio.sleep(every_seconds)
+        try:
+            await store.purge_expired()
+        except Exception:
+            log.warning("could not purge expired idempotency keys", exc_info=True)
+
+
 async def _drain(tasks: set[asyncio.Task[None]], grace_seconds: float = 30.0) -> None:
     """At shutdown, let streaming turns whose clients left finish and store their turn."""
     if tasks:
@@ -100,6 +136,14 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
                 sessions=app.state.sessions,
                 agent=build_agent(settings, model or build_model(settings, openai_client)),
             )
+            app.state.rate_limiter = await build_rate_limiter(settings, engine, stack)
+            app.state.idempotency = IdempotencyStore(
+                engine,
+                ttl_seconds=settings.idempotency_ttl_seconds,
+                lock_seconds=settings.turn_lock_seconds,
+            )
+            purger = asyncio.create_task(_purge_periodically(app.state.idempotency))
+            stack.callback(purger.cancel)
             stack.push_async_callback(_drain, app.state.chat.background)
             await asyncio.to_thread(history.warm_up)
             if settings.uses_remote_model:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
@@ -24,6 +24,13 @@ from backend.chat.schemas import (
 from backend.chat.turn import ChatRuntime, begin_turn, run_turn, stream_turn
 from backend.db import SessionDep
 from backend.errors import Forbidden, error_responses
+from backend.reliability.deps import (
+    RateLimitedUser,
+    chat_rate_limit,
+    claim_idempotency_key,
+    idempotent,
+)
+from backend.reliability.idempotency import IdempotencyClaim, Replay
 
 router = APIRouter(prefix="/api", responses=error_responses(401, 422, 503))
 
@@ -55,17 +62,56 @@ def _sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
 @router.post(
     "/chat", response_model=ChatResponse, tags=["chat"], responses={**_CHAT_ERRORS, **_STREAM_DOC}
 )
-async def chat(body: ChatRequest, user: CurrentUser, request: Request) -> Any:
-    """Send a message; the agent answers, using task tools as needed."""
+async def chat(body: ChatRequest, user: RateLimitedUser, request: Request) -> Any:
+    """Send a message; the agent answers, using task tools as needed.
+
+    Send `Idempotency-Key` to make retries safe: a repeat returns the first answer.
+    """
     runtime = _runtime(request)
-    if body.stream or "text/event-stream" in request.headers.get("accept", ""):
-        turn = await begin_turn(runtime, user, body.message, body.conversation_id)
-        return StreamingResponse(
-            _sse(stream_turn(runtime, turn)),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    if not (body.stream or "text/event-stream" in request.headers.get("accept", "")):
+        return await idempotent(
+            request, user, body, lambda: run_turn(runtime, user, body.message, body.conversation_id)
         )
-    return await run_turn(runtime, user, body.message, body.conversation_id)
+    claim = await claim_idempotency_key(request, user, body)
+    if isinstance(claim, Replay):
+        done = {"type": "done", **claim.body}
+        events = [{"type": "conversation", "conversation_id": claim.body["conversation_id"]}, done]
+        return _stream(_replayed(events))
+    try:
+        turn = await begin_turn(runtime, user, body.message, body.conversation_id)
+    except BaseException:
+        if claim is not None:
+            await claim.release()
+        raise
+    return _stream(stream_turn(runtime, turn, on_finish=_recorder(claim)))
+
+
+def _recorder(
+    claim: IdempotencyClaim | None,
+) -> Callable[[ChatResponse | None], Awaitable[None]] | None:
+    if claim is None:
+        return None
+
+    async def record(response: ChatResponse | None) -> None:
+        if response is None:
+            await claim.release()
+        else:
+            await claim.complete(200, response.model_dump(mode="json"))
+
+    return record
+
+
+async def _replayed(events: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    for event in events:
+        yield event
+
+
+def _stream(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+    return StreamingResponse(
+        _sse(events),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.post(
@@ -80,7 +126,7 @@ async def chat_for_user(
     """The same as `POST /api/chat`, for frontends that put the user id in the path."""
     if user_id != user.id:
         raise Forbidden("The user in the path is not the token's user")
-    return await chat(body, user, request)
+    return await chat(body, await chat_rate_limit(request, user), request)
 
 
 @router.get(

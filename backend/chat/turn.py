@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,7 +267,11 @@ async def run_turn(
     return await execute_turn(rt, await begin_turn(rt, user, message, conversation_id))
 
 
-async def stream_turn(rt: ChatRuntime, turn: Turn) -> AsyncIterator[dict[str, Any]]:
+async def stream_turn(
+    rt: ChatRuntime,
+    turn: Turn,
+    on_finish: Callable[[ChatResponse | None], Awaitable[None]] | None = None,
+) -> AsyncIterator[dict[str, Any]]:
     """Events of a begun turn: conversation, text.delta, tool_call, tool_result, then done or error.
 
     The turn runs in its own task, so a client that disconnects mid-stream does not cut it in
@@ -278,6 +282,7 @@ async def stream_turn(rt: ChatRuntime, turn: Turn) -> AsyncIterator[dict[str, An
     turn.context.events = queue.put_nowait
 
     async def produce() -> None:
+        response: ChatResponse | None = None
         try:
             response = await execute_turn(rt, turn, emit=queue.put_nowait)
             queue.put_nowait({"type": "done", **response.model_dump(mode="json")})

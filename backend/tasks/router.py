@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
 
 from backend.auth import CurrentUser
 from backend.db import SessionDep
 from backend.errors import error_responses
+from backend.reliability.deps import idempotent
 from backend.tasks import service
 from backend.tasks.schemas import TaskCreate, TaskList, TaskRead, TaskStatus, TaskUpdate
 
@@ -21,10 +24,23 @@ async def list_tasks(
     return TaskList(tasks=[TaskRead.model_validate(t) for t in tasks])
 
 
-@router.post("", response_model=TaskRead, status_code=201, summary="Create a task")
-async def create_task(body: TaskCreate, user: CurrentUser, session: SessionDep) -> TaskRead:
-    task = await service.create_task(session, user.id, body.title, body.description)
-    return TaskRead.model_validate(task)
+@router.post(
+    "",
+    response_model=TaskRead,
+    status_code=201,
+    summary="Create a task",
+    responses=error_responses(409),
+)
+async def create_task(body: TaskCreate, user: CurrentUser, request: Request) -> Any:
+    """Send `Idempotency-Key` to make retries safe: a repeat returns the first answer."""
+
+    async def create() -> TaskRead:
+        # Its own transaction, committed before the idempotency record stores the answer.
+        async with request.app.state.sessions.begin() as session:
+            task = await service.create_task(session, user.id, body.title, body.description)
+            return TaskRead.model_validate(task)
+
+    return await idempotent(request, user, body, create, status_code=201)
 
 
 @router.get("/{task_id}", response_model=TaskRead, responses=error_responses(404))

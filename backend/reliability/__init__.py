@@ -1,0 +1,1 @@
+"""Reliability: per-user rate limits and idempotent retries, shared across replicas."""

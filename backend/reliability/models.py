@@ -1,0 +1,37 @@
+"""Tables behind rate limits and idempotency keys (shared state of all replicas)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Index, Integer, LargeBinary, String
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+
+class RateLimitWindow(SQLModel, table=True):
+    """One row per user: the current fixed window and how many requests it has seen."""
+
+    __tablename__ = "rate_limits"
+
+    user_id: str = Field(sa_column=Column(String(255), primary_key=True))
+    window_start: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    count: int = Field(sa_column=Column(Integer, nullable=False))
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """A request made with an Idempotency-Key, and once finished, the answer it got."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)
+
+    user_id: str = Field(sa_column=Column(String(255), primary_key=True))
+    key: str = Field(sa_column=Column(String(255), primary_key=True))
+    request_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    status_code: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    """NULL while the first request is still running."""
+    response: Any = Field(default=None, sa_column=Column(JSONB, nullable=True))
+    locked_until: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    """A running request's claim; after this a crashed request's key can be taken over."""
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
