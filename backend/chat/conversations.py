@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.chat.models import Conversation, Message
 from backend.chat.repository import ConversationNotFound
 from backend.errors import InvalidInput
+from backend.textrules import require_storable
 from backend.timeutil import utcnow
 
 C: Any = Conversation
@@ -23,9 +24,7 @@ def clean_title(title: Any) -> str:
     title = " ".join(title.split())
     if len(title) > 200:
         raise InvalidInput("title", "must be at most 200 characters")
-    if "\x00" in title:
-        raise InvalidInput("title", "must not contain NUL characters")
-    return title
+    return require_storable("title", title)
 
 
 async def get_conversation(

@@ -36,6 +36,7 @@ from backend.chat.history import count_tokens, title_from, to_input_items
 from backend.chat.schemas import ChatResponse, ToolCall
 from backend.config import Settings
 from backend.errors import AppError, GatewayTimeout, InvalidInput, RateLimited, ServiceUnavailable
+from backend.textrules import require_storable
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,7 @@ def clean_message(message: str, max_chars: int) -> str:
         raise InvalidInput("message", "must not be empty")
     if len(text) > max_chars:
         raise InvalidInput("message", f"must be at most {max_chars} characters")
-    if "\x00" in text:
-        raise InvalidInput("message", "must not contain NUL characters")
-    return text
+    return require_storable("message", text)
 
 
 async def begin_turn(

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.errors import InvalidInput, NotFound
 from backend.tasks.models import Task
 from backend.tasks.schemas import TaskStatus
+from backend.textrules import require_storable
 from backend.timeutil import utcnow
 
 TITLE_MAX = 200
@@ -38,9 +39,7 @@ def clean_title(title: Any) -> str:
         raise InvalidInput("title", "must not be empty")
     if len(title) > TITLE_MAX:
         raise InvalidInput("title", f"must be at most {TITLE_MAX} characters")
-    if "\x00" in title:
-        raise InvalidInput("title", "must not contain NUL characters")
-    return title
+    return require_storable("title", title)
 
 
 def clean_description(description: Any) -> str | None:
@@ -51,9 +50,7 @@ def clean_description(description: Any) -> str | None:
     description = description.strip()
     if len(description) > DESCRIPTION_MAX:
         raise InvalidInput("description", f"must be at most {DESCRIPTION_MAX} characters")
-    if "\x00" in description:
-        raise InvalidInput("description", "must not contain NUL characters")
-    return description or None
+    return require_storable("description", description) or None
 
 
 def _check_id(task_id: Any) -> int:
