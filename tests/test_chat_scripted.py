@@ -35,7 +35,9 @@ async def test_greeting_without_tools(
     assert body["response"] == "Hello! How can I help with your tasks?"
     assert body["tool_calls"] == []
     uuid.UUID(body["conversation_id"])
-    conv = (await chat_client.get(f"/api/conversations/{body['conversation_id']}", headers=alice)).json()
+    conv = (
+        await chat_client.get(f"/api/conversations/{body['conversation_id']}", headers=alice)
+    ).json()
     assert conv["title"] == "hi"
     assert [(m["role"], m["content"]) for m in conv["messages"]] == [
         ("user", "hi"),
@@ -53,12 +55,18 @@ async def test_tool_turn_and_history(
             [assistant_message("Added 'Buy milk'.")],
         ]
     )
-    r = await chat_client.post("/api/chat", json={"message": "add a task to buy milk"}, headers=alice)
+    r = await chat_client.post(
+        "/api/chat", json={"message": "add a task to buy milk"}, headers=alice
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     task_id = body["tool_calls"][0]["result"]["task_id"]
     assert body["tool_calls"] == [
-        {"tool": "add_task", "arguments": {"title": "Buy milk"}, "result": {"task_id": task_id, "status": "created", "title": "Buy milk"}}
+        {
+            "tool": "add_task",
+            "arguments": {"title": "Buy milk"},
+            "result": {"task_id": task_id, "status": "created", "title": "Buy milk"},
+        }
     ]
     tasks = (await chat_client.get("/api/tasks", headers=alice)).json()["tasks"]
     assert [t["title"] for t in tasks] == ["Buy milk"]
@@ -71,14 +79,18 @@ async def test_tool_turn_and_history(
         ]
     )
     r = await chat_client.post(
-        "/api/chat", json={"message": "mark it done", "conversation_id": body["conversation_id"]}, headers=alice
+        "/api/chat",
+        json={"message": "mark it done", "conversation_id": body["conversation_id"]},
+        headers=alice,
     )
     assert r.status_code == 200, r.text
     sent = model.calls[2].input
     assert isinstance(sent, list)
     kinds = [i.get("type") or i.get("role") for i in sent]  # type: ignore[union-attr]
     assert kinds == ["user", "function_call", "function_call_output", "assistant", "user"]
-    assert (await chat_client.get(f"/api/tasks/{task_id}", headers=alice)).json()["completed"] is True
+    assert (await chat_client.get(f"/api/tasks/{task_id}", headers=alice)).json()[
+        "completed"
+    ] is True
 
 
 async def test_tool_error_goes_back_to_the_model(
@@ -96,20 +108,30 @@ async def test_tool_error_goes_back_to_the_model(
     results = [c["result"] for c in r.json()["tool_calls"]]
     assert results == [{"error": "Task 424242 not found"}, {"error": "title: must not be empty"}]
     # the model received the error text as the tool output
-    outputs = [i for i in model.calls[1].input if isinstance(i, dict) and i.get("type") == "function_call_output"]
+    outputs = [
+        i
+        for i in model.calls[1].input
+        if isinstance(i, dict) and i.get("type") == "function_call_output"
+    ]
     assert "Task 424242 not found" in str(outputs[-1]["output"])
 
 
 async def test_model_cannot_reach_another_users_tasks(
     chat_client: httpx.AsyncClient, model: ScriptedModel, alice: dict[str, str], bob: dict[str, str]
 ) -> None:
-    task = (await chat_client.post("/api/tasks", json={"title": "alice secret"}, headers=alice)).json()
+    task = (
+        await chat_client.post("/api/tasks", json={"title": "alice secret"}, headers=alice)
+    ).json()
     model.extend(
         [
             [
                 function_call("list_tasks", {"status": "all", "user_id": "alice"}, call_id="c1"),
-                function_call("complete_task", {"task_id": task["id"], "user_id": "alice"}, call_id="c2"),
-                function_call("update_task", {"task_id": task["id"], "title": "pwned"}, call_id="c3"),
+                function_call(
+                    "complete_task", {"task_id": task["id"], "user_id": "alice"}, call_id="c2"
+                ),
+                function_call(
+                    "update_task", {"task_id": task["id"], "title": "pwned"}, call_id="c3"
+                ),
                 function_call("delete_task", {"task_id": task["id"]}, call_id="c4"),
             ],
             [assistant_message("done")],
@@ -129,12 +151,20 @@ async def test_conversation_access_rules(
     chat_client: httpx.AsyncClient, model: ScriptedModel, alice: dict[str, str], bob: dict[str, str]
 ) -> None:
     model.enqueue([assistant_message("hi")])
-    cid = (await chat_client.post("/api/chat", json={"message": "hello"}, headers=alice)).json()["conversation_id"]
-    r = await chat_client.post("/api/chat", json={"message": "x", "conversation_id": cid}, headers=bob)
+    cid = (await chat_client.post("/api/chat", json={"message": "hello"}, headers=alice)).json()[
+        "conversation_id"
+    ]
+    r = await chat_client.post(
+        "/api/chat", json={"message": "x", "conversation_id": cid}, headers=bob
+    )
     assert r.status_code == 404 and r.json()["code"] == "conversation_not_found"
-    r = await chat_client.post("/api/chat", json={"message": "x", "conversation_id": str(uuid.uuid4())}, headers=alice)
+    r = await chat_client.post(
+        "/api/chat", json={"message": "x", "conversation_id": str(uuid.uuid4())}, headers=alice
+    )
     assert r.status_code == 404
-    r = await chat_client.post("/api/chat", json={"message": "x", "conversation_id": "not-a-uuid"}, headers=alice)
+    r = await chat_client.post(
+        "/api/chat", json={"message": "x", "conversation_id": "not-a-uuid"}, headers=alice
+    )
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "conversation_id"
     for path in (f"/api/conversations/{cid}",):
         assert (await chat_client.get(path, headers=bob)).status_code == 404
@@ -145,11 +175,15 @@ async def test_conversation_access_rules(
 
 
 @pytest.mark.parametrize("message", ["", "   ", "x" * 8001, "nul\x00"])
-async def test_message_validation(chat_client: httpx.AsyncClient, alice: dict[str, str], message: str) -> None:
+async def test_message_validation(
+    chat_client: httpx.AsyncClient, alice: dict[str, str], message: str
+) -> None:
     r = await chat_client.post("/api/chat", json={"message": message}, headers=alice)
     assert r.status_code == 422
     assert r.json()["errors"][0]["field"] == "message"
-    assert (await chat_client.get("/api/conversations", headers=alice)).json()["conversations"] == []
+    assert (await chat_client.get("/api/conversations", headers=alice)).json()[
+        "conversations"
+    ] == []
 
 
 async def test_path_user_must_match_token(

@@ -27,7 +27,9 @@ async def test_stream_events_and_storage(settings: Settings, alice: dict[str, st
         ]
     )
     async with running_app(create_app(settings, model=model)) as client:
-        r = await client.post("/api/chat", json={"message": "add milk", "stream": True}, headers=alice)
+        r = await client.post(
+            "/api/chat", json={"message": "add milk", "stream": True}, headers=alice
+        )
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         events = _events(r.text)
@@ -40,9 +42,15 @@ async def test_stream_events_and_storage(settings: Settings, alice: dict[str, st
         assert done["conversation_id"] == events[0]["conversation_id"]
         assert done["tool_calls"][0]["tool"] == "add_task"
         tool_call = next(e for e in events if e["type"] == "tool_call")
-        assert tool_call == {"type": "tool_call", "tool": "add_task", "arguments": {"title": "Buy milk"}}
+        assert tool_call == {
+            "type": "tool_call",
+            "tool": "add_task",
+            "arguments": {"title": "Buy milk"},
+        }
 
-        conv = (await client.get(f"/api/conversations/{done['conversation_id']}", headers=alice)).json()
+        conv = (
+            await client.get(f"/api/conversations/{done['conversation_id']}", headers=alice)
+        ).json()
         assert [m["role"] for m in conv["messages"]] == ["user", "assistant"]
         assert conv["messages"][1]["tool_calls"] == done["tool_calls"]
 
@@ -63,7 +71,11 @@ async def test_stream_errors_before_and_during(settings: Settings, alice: dict[s
         assert r.status_code == 422  # validation happens before the stream starts
         r = await client.post(
             "/api/chat",
-            json={"message": "hi", "stream": True, "conversation_id": "00000000-0000-0000-0000-000000000000"},
+            json={
+                "message": "hi",
+                "stream": True,
+                "conversation_id": "00000000-0000-0000-0000-000000000000",
+            },
             headers=alice,
         )
         assert r.status_code == 404
@@ -71,7 +83,9 @@ async def test_stream_errors_before_and_during(settings: Settings, alice: dict[s
         events = _events(r.text)
         assert events[-1]["type"] == "error"
         assert "boom" not in r.text and "Traceback" not in r.text
-        conv = (await client.get(f"/api/conversations/{events[0]['conversation_id']}", headers=alice)).json()
+        conv = (
+            await client.get(f"/api/conversations/{events[0]['conversation_id']}", headers=alice)
+        ).json()
         assert conv["messages"] == []  # nothing half-stored
 
 
@@ -112,7 +126,9 @@ async def test_client_disconnect_mid_stream_still_stores_the_whole_turn(
     assert isinstance(model, Model)
     app = create_app(settings, model=model)
     async with serving(app) as base_url, httpx.AsyncClient(base_url=base_url) as http:
-        async with http.stream("POST", "/api/chat", json={"message": "add walk the dog", "stream": True}, headers=alice) as r:
+        async with http.stream(
+            "POST", "/api/chat", json={"message": "add walk the dog", "stream": True}, headers=alice
+        ) as r:
             first = json.loads((await r.aiter_lines().__anext__())[6:])
             assert first["type"] == "conversation"
             await asyncio.wait_for(model.entered.wait(), 5)
@@ -122,7 +138,9 @@ async def test_client_disconnect_mid_stream_still_stores_the_whole_turn(
             if not app.state.chat.background:
                 break
             await asyncio.sleep(0.05)
-        conv = (await http.get(f"/api/conversations/{first['conversation_id']}", headers=alice)).json()
+        conv = (
+            await http.get(f"/api/conversations/{first['conversation_id']}", headers=alice)
+        ).json()
         assert [m["role"] for m in conv["messages"]] == ["user", "assistant"]
         assert conv["messages"][1]["content"] == "Added it."
         tasks = (await http.get("/api/tasks", headers=alice)).json()["tasks"]

@@ -24,11 +24,14 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-async def _conversation(engine: AsyncEngine, user: str, n_messages: int, *, words: int = 5) -> uuid.UUID:
+async def _conversation(
+    engine: AsyncEngine, user: str, n_messages: int, *, words: int = 5
+) -> uuid.UUID:
     cid = uuid.uuid4()
     async with engine.begin() as conn:
         await conn.execute(
-            text("INSERT INTO conversations (id, user_id, title) VALUES (:id, :u, 'seeded')"), {"id": cid, "u": user}
+            text("INSERT INTO conversations (id, user_id, title) VALUES (:id, :u, 'seeded')"),
+            {"id": cid, "u": user},
         )
         for i in range(n_messages):
             content = f"message {i} " + "word " * words
@@ -37,7 +40,13 @@ async def _conversation(engine: AsyncEngine, user: str, n_messages: int, *, word
                     "INSERT INTO messages (conversation_id, user_id, role, content, token_count) "
                     "VALUES (:c, :u, :r, :t, :n)"
                 ),
-                {"c": cid, "u": user, "r": "user" if i % 2 == 0 else "assistant", "t": content, "n": count_tokens(content)},
+                {
+                    "c": cid,
+                    "u": user,
+                    "r": "user" if i % 2 == 0 else "assistant",
+                    "t": content,
+                    "n": count_tokens(content),
+                },
             )
     return cid
 
@@ -47,10 +56,14 @@ async def test_history_window_respects_message_cap_and_token_budget(
 ) -> None:
     cid = await _conversation(engine, "alice", 400, words=20)
     model = ScriptedModel()
-    settings = make_settings(database_url, data_dir, history_max_messages=30, history_token_budget=100_000)
+    settings = make_settings(
+        database_url, data_dir, history_max_messages=30, history_token_budget=100_000
+    )
     async with running_app(create_app(settings, model=model)) as client:
         model.enqueue([assistant_message("ok")])
-        r = await client.post("/api/chat", json={"message": "next", "conversation_id": str(cid)}, headers=alice)
+        r = await client.post(
+            "/api/chat", json={"message": "next", "conversation_id": str(cid)}, headers=alice
+        )
         assert r.status_code == 200, r.text
     sent = model.calls[0].input
     assert isinstance(sent, list)
@@ -63,10 +76,14 @@ async def test_history_window_respects_message_cap_and_token_budget(
     per_message = count_tokens("message 399 " + "word " * 20)
     budget = per_message * 10
     model = ScriptedModel()
-    settings = make_settings(database_url, data_dir, history_max_messages=100, history_token_budget=budget)
+    settings = make_settings(
+        database_url, data_dir, history_max_messages=100, history_token_budget=budget
+    )
     async with running_app(create_app(settings, model=model)) as client:
         model.enqueue([assistant_message("ok")])
-        r = await client.post("/api/chat", json={"message": "again", "conversation_id": str(cid)}, headers=alice)
+        r = await client.post(
+            "/api/chat", json={"message": "again", "conversation_id": str(cid)}, headers=alice
+        )
         assert r.status_code == 200
     sent = model.calls[0].input
     assert isinstance(sent, list)
@@ -84,7 +101,9 @@ async def test_list_paginate_rename_delete(
     async with engine.begin() as conn:
         for n, cid in enumerate(ids):
             await conn.execute(
-                text("UPDATE conversations SET updated_at = now() + make_interval(secs => :n) WHERE id = :id"),
+                text(
+                    "UPDATE conversations SET updated_at = now() + make_interval(secs => :n) WHERE id = :id"
+                ),
                 {"n": n, "id": cid},
             )
     seen: list[str] = []
@@ -101,10 +120,18 @@ async def test_list_paginate_rename_delete(
     r = await client.get(f"/api/conversations/{ids[0]}", params={"limit": 2}, headers=alice)
     body = r.json()
     assert [m["content"].split()[1] for m in body["messages"]] == ["0", "1"]
-    r = await client.get(f"/api/conversations/{ids[0]}", params={"limit": 2, "after": body["next_cursor"]}, headers=alice)
-    assert [m["content"].split()[1] for m in r.json()["messages"]] == ["2"] and r.json()["next_cursor"] is None
+    r = await client.get(
+        f"/api/conversations/{ids[0]}",
+        params={"limit": 2, "after": body["next_cursor"]},
+        headers=alice,
+    )
+    assert [m["content"].split()[1] for m in r.json()["messages"]] == ["2"] and r.json()[
+        "next_cursor"
+    ] is None
 
-    r = await client.patch(f"/api/conversations/{ids[0]}", json={"title": "  Groceries  "}, headers=alice)
+    r = await client.patch(
+        f"/api/conversations/{ids[0]}", json={"title": "  Groceries  "}, headers=alice
+    )
     assert r.status_code == 200 and r.json()["title"] == "Groceries"
     r = await client.patch(f"/api/conversations/{ids[0]}", json={"title": " "}, headers=alice)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "title"
@@ -112,7 +139,11 @@ async def test_list_paginate_rename_delete(
     assert (await client.delete(f"/api/conversations/{ids[0]}", headers=alice)).status_code == 204
     assert (await client.get(f"/api/conversations/{ids[0]}", headers=alice)).status_code == 404
     async with engine.connect() as conn:
-        left = (await conn.execute(text("SELECT count(*) FROM messages WHERE conversation_id = :c"), {"c": ids[0]})).scalar()
+        left = (
+            await conn.execute(
+                text("SELECT count(*) FROM messages WHERE conversation_id = :c"), {"c": ids[0]}
+            )
+        ).scalar()
     assert left == 0
 
     r = await client.get("/api/conversations", params={"after": str(uuid.uuid4())}, headers=alice)
@@ -134,6 +165,8 @@ async def test_turn_cost_query_is_bounded(engine: AsyncEngine, settings: Setting
                 {"c": cid},
             )
         ).scalar_one()
+
     def max_rows(node: dict) -> int:
         return max([int(node.get("Actual Rows", 0))] + [max_rows(p) for p in node.get("Plans", [])])
+
     assert max_rows(plan[0]["Plan"]) <= 100

@@ -34,7 +34,9 @@ async def test_rate_limit_per_user(
         if not _redis_up():
             pytest.skip("no Redis on 127.0.0.1:6379")
         extra["redis_url"] = "redis://127.0.0.1:6379/0"
-    settings = make_settings(database_url, data_dir, rate_limit_requests=3, rate_limit_window_seconds=3600, **extra)
+    settings = make_settings(
+        database_url, data_dir, rate_limit_requests=3, rate_limit_window_seconds=3600, **extra
+    )
     model = ScriptedModel([[assistant_message("ok")] for _ in range(4)])
     # unique users so Redis keys from earlier runs cannot interfere
     alice_id, bob_id = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
@@ -45,7 +47,9 @@ async def test_rate_limit_per_user(
     b = {"Authorization": f"Bearer {mint_token(key, bob_id)}"}
     async with running_app(create_app(settings, model=model)) as client:
         for _ in range(3):
-            assert (await client.post("/api/chat", json={"message": "hi"}, headers=a)).status_code == 200
+            assert (
+                await client.post("/api/chat", json={"message": "hi"}, headers=a)
+            ).status_code == 200
         r = await client.post("/api/chat", json={"message": "hi"}, headers=a)
         assert r.status_code == 429
         assert r.json()["code"] == "rate_limited"
@@ -53,15 +57,24 @@ async def test_rate_limit_per_user(
         r = await client.post("/api/chat", json={"message": "hi", "stream": True}, headers=a)
         assert r.status_code == 429
         # another user is unaffected; task endpoints are not rate limited
-        assert (await client.post("/api/chat", json={"message": "hi"}, headers=b)).status_code == 200
+        assert (
+            await client.post("/api/chat", json={"message": "hi"}, headers=b)
+        ).status_code == 200
         assert (await client.get("/api/tasks", headers=a)).status_code == 200
 
 
-async def test_idempotent_chat_runs_once(database_url: str, data_dir: Path, alice: dict[str, str]) -> None:
+async def test_idempotent_chat_runs_once(
+    database_url: str, data_dir: Path, alice: dict[str, str]
+) -> None:
     model = ScriptedModel(
-        [[function_call("add_task", {"title": "Pay rent"}, call_id="c1")], [assistant_message("Added.")]]
+        [
+            [function_call("add_task", {"title": "Pay rent"}, call_id="c1")],
+            [assistant_message("Added.")],
+        ]
     )
-    async with running_app(create_app(make_settings(database_url, data_dir), model=model)) as client:
+    async with running_app(
+        create_app(make_settings(database_url, data_dir), model=model)
+    ) as client:
         headers = {**alice, "Idempotency-Key": "key-1"}
         first = await client.post("/api/chat", json={"message": "add pay rent"}, headers=headers)
         again = await client.post("/api/chat", json={"message": "add pay rent"}, headers=headers)
@@ -70,37 +83,60 @@ async def test_idempotent_chat_runs_once(database_url: str, data_dir: Path, alic
         assert again.headers["idempotent-replayed"] == "true"
         assert len(model.calls) == 2  # the model ran for the first request only
         assert len((await client.get("/api/tasks", headers=alice)).json()["tasks"]) == 1
-        conv = (await client.get(f"/api/conversations/{first.json()['conversation_id']}", headers=alice)).json()
+        conv = (
+            await client.get(f"/api/conversations/{first.json()['conversation_id']}", headers=alice)
+        ).json()
         assert len(conv["messages"]) == 2
 
         r = await client.post("/api/chat", json={"message": "something else"}, headers=headers)
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "Idempotency-Key"
-        r = await client.post("/api/chat", json={"message": "x"}, headers={**alice, "Idempotency-Key": "bad key\t"})
+        r = await client.post(
+            "/api/chat", json={"message": "x"}, headers={**alice, "Idempotency-Key": "bad key\t"}
+        )
         assert r.status_code == 422
 
 
-async def test_idempotent_concurrent_requests_run_once(database_url: str, data_dir: Path, alice: dict[str, str]) -> None:
-    model = GatedModel([[function_call("add_task", {"title": "Once"}, call_id="c1")], [assistant_message("Added.")]])
-    async with running_app(create_app(make_settings(database_url, data_dir), model=model)) as client:
+async def test_idempotent_concurrent_requests_run_once(
+    database_url: str, data_dir: Path, alice: dict[str, str]
+) -> None:
+    model = GatedModel(
+        [
+            [function_call("add_task", {"title": "Once"}, call_id="c1")],
+            [assistant_message("Added.")],
+        ]
+    )
+    async with running_app(
+        create_app(make_settings(database_url, data_dir), model=model)
+    ) as client:
         headers = {**alice, "Idempotency-Key": "same"}
-        first = asyncio.create_task(client.post("/api/chat", json={"message": "add once"}, headers=headers))
+        first = asyncio.create_task(
+            client.post("/api/chat", json={"message": "add once"}, headers=headers)
+        )
         await asyncio.wait_for(model.entered.wait(), 5)
-        second = asyncio.create_task(client.post("/api/chat", json={"message": "add once"}, headers=headers))
+        second = asyncio.create_task(
+            client.post("/api/chat", json={"message": "add once"}, headers=headers)
+        )
         await asyncio.sleep(0.3)
         assert not second.done()  # waits for the first instead of running again
         model.gate.set()
         r1, r2 = await asyncio.gather(first, second)
         assert r1.status_code == r2.status_code == 200 and r1.json() == r2.json()
-        assert [t["title"] for t in (await client.get("/api/tasks", headers=alice)).json()["tasks"]] == ["Once"]
+        assert [
+            t["title"] for t in (await client.get("/api/tasks", headers=alice)).json()["tasks"]
+        ] == ["Once"]
 
 
-async def test_idempotent_task_creation(client: httpx.AsyncClient, alice: dict[str, str], bob: dict[str, str]) -> None:
+async def test_idempotent_task_creation(
+    client: httpx.AsyncClient, alice: dict[str, str], bob: dict[str, str]
+) -> None:
     h = {**alice, "Idempotency-Key": "create-1"}
     r1 = await client.post("/api/tasks", json={"title": "Only once"}, headers=h)
     r2 = await client.post("/api/tasks", json={"title": "Only once"}, headers=h)
     assert r1.status_code == r2.status_code == 201 and r1.json() == r2.json()
     # the same key for another user is another key
-    r3 = await client.post("/api/tasks", json={"title": "Only once"}, headers={**bob, "Idempotency-Key": "create-1"})
+    r3 = await client.post(
+        "/api/tasks", json={"title": "Only once"}, headers={**bob, "Idempotency-Key": "create-1"}
+    )
     assert r3.status_code == 201 and r3.json()["id"] != r1.json()["id"]
     assert len((await client.get("/api/tasks", headers=alice)).json()["tasks"]) == 1
     r4 = await client.post("/api/tasks", json={"title": "Different"}, headers=h)
@@ -111,11 +147,17 @@ async def test_idempotent_task_creation(client: httpx.AsyncClient, alice: dict[s
     assert (await client.post("/api/tasks", json={"title": ""}, headers=bad)).status_code == 422
 
 
-async def test_one_turn_at_a_time_per_conversation(database_url: str, data_dir: Path, alice: dict[str, str]) -> None:
+async def test_one_turn_at_a_time_per_conversation(
+    database_url: str, data_dir: Path, alice: dict[str, str]
+) -> None:
     model = GatedModel([[assistant_message("first")]])
-    async with running_app(create_app(make_settings(database_url, data_dir), model=model)) as client:
+    async with running_app(
+        create_app(make_settings(database_url, data_dir), model=model)
+    ) as client:
         model.gate.set()
-        cid = (await client.post("/api/chat", json={"message": "start"}, headers=alice)).json()["conversation_id"]
+        cid = (await client.post("/api/chat", json={"message": "start"}, headers=alice)).json()[
+            "conversation_id"
+        ]
         model.gate.clear()
         model.entered.clear()
         model.extend([[assistant_message("second")], [assistant_message("third")]])
@@ -123,19 +165,32 @@ async def test_one_turn_at_a_time_per_conversation(database_url: str, data_dir: 
             client.post("/api/chat", json={"message": "one", "conversation_id": cid}, headers=alice)
         )
         await asyncio.wait_for(model.entered.wait(), 5)
-        r = await client.post("/api/chat", json={"message": "two", "conversation_id": cid}, headers=alice)
+        r = await client.post(
+            "/api/chat", json={"message": "two", "conversation_id": cid}, headers=alice
+        )
         assert r.status_code == 409
         assert r.json()["code"] == "turn_in_progress"
         model.gate.set()
         assert (await first).status_code == 200
         # once the first turn is stored, the conversation takes the next message
-        r = await client.post("/api/chat", json={"message": "three", "conversation_id": cid}, headers=alice)
+        r = await client.post(
+            "/api/chat", json={"message": "three", "conversation_id": cid}, headers=alice
+        )
         assert r.status_code == 200 and r.json()["response"] == "third"
         conv = (await client.get(f"/api/conversations/{cid}", headers=alice)).json()
-        assert [m["content"] for m in conv["messages"]] == ["start", "first", "one", "second", "three", "third"]
+        assert [m["content"] for m in conv["messages"]] == [
+            "start",
+            "first",
+            "one",
+            "second",
+            "three",
+            "third",
+        ]
 
 
-async def test_crashed_turn_claim_expires(database_url: str, data_dir: Path, alice: dict[str, str]) -> None:
+async def test_crashed_turn_claim_expires(
+    database_url: str, data_dir: Path, alice: dict[str, str]
+) -> None:
     """A process killed mid-turn leaves a claim that lapses; the conversation is usable again."""
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -143,16 +198,24 @@ async def test_crashed_turn_claim_expires(database_url: str, data_dir: Path, ali
     settings = make_settings(database_url, data_dir, conversation_lock_seconds=1)
     model = ScriptedModel([[assistant_message("a")], [assistant_message("b")]])
     async with running_app(create_app(settings, model=model)) as client:
-        cid = (await client.post("/api/chat", json={"message": "x"}, headers=alice)).json()["conversation_id"]
+        cid = (await client.post("/api/chat", json={"message": "x"}, headers=alice)).json()[
+            "conversation_id"
+        ]
         engine = create_async_engine(database_url)
         async with engine.begin() as conn:  # what a killed process leaves behind
             await conn.execute(
-                text("UPDATE conversations SET active_turn = gen_random_uuid(), active_turn_expires_at = now() + interval '1 second' WHERE id = :c"),
+                text(
+                    "UPDATE conversations SET active_turn = gen_random_uuid(), active_turn_expires_at = now() + interval '1 second' WHERE id = :c"
+                ),
                 {"c": cid},
             )
         await engine.dispose()
-        r = await client.post("/api/chat", json={"message": "y", "conversation_id": cid}, headers=alice)
+        r = await client.post(
+            "/api/chat", json={"message": "y", "conversation_id": cid}, headers=alice
+        )
         assert r.status_code == 409
         await asyncio.sleep(1.2)
-        r = await client.post("/api/chat", json={"message": "y", "conversation_id": cid}, headers=alice)
+        r = await client.post(
+            "/api/chat", json={"message": "y", "conversation_id": cid}, headers=alice
+        )
         assert r.status_code == 200 and r.json()["response"] == "b"
