@@ -32,7 +32,7 @@ from backend.reliability.deps import (
 )
 from backend.reliability.idempotency import IdempotencyClaim, Replay
 
-router = APIRouter(prefix="/api", responses=error_responses(401, 422, 503))
+router = APIRouter(prefix="/api", responses=error_responses(400, 401, 422, 503))
 
 _CHAT_ERRORS = error_responses(404, 409, 413, 429, 504)
 

@@ -13,7 +13,9 @@ from backend.reliability.deps import idempotent
 from backend.tasks import service
 from backend.tasks.schemas import TaskCreate, TaskList, TaskRead, TaskStatus, TaskUpdate
 
-router = APIRouter(prefix="/api/tasks", tags=["tasks"], responses=error_responses(401, 422, 503))
+router = APIRouter(
+    prefix="/api/tasks", tags=["tasks"], responses=error_responses(400, 401, 422, 503)
+)
 
 
 @router.get("", response_model=TaskList, summary="List your tasks")
