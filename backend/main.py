@@ -17,6 +17,7 @@ from agents import Model
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.routing import Route
 
 from backend import health
 from backend.agent.factory import build_agent, build_model, build_openai_client, configure_tracing
@@ -30,6 +31,7 @@ from backend.config import Settings, get_settings
 from backend.db import create_engine, resolve_database_url, session_factory
 from backend.errors import install_error_handlers
 from backend.logging import configure_logging
+from backend.mcp.server import MCPEndpoint, build_mcp_server
 from backend.middleware import RequestContextMiddleware
 from backend.reliability.idempotency import IdempotencyStore
 from backend.reliability.ratelimit import (
@@ -136,6 +138,8 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
                 sessions=app.state.sessions,
                 agent=build_agent(settings, model or build_model(settings, openai_client)),
             )
+            app.state.mcp = build_mcp_server(app)
+            await stack.enter_async_context(app.state.mcp.session_manager.run())
             app.state.rate_limiter = await build_rate_limiter(settings, engine, stack)
             app.state.idempotency = IdempotencyStore(
                 engine,
@@ -168,6 +172,11 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     app.include_router(health.router)
     app.include_router(tasks_router)
     app.include_router(chat_router)
+    mcp_endpoint = MCPEndpoint(app)
+    for path in ("/mcp", "/mcp/"):
+        app.router.routes.append(
+            Route(path, mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        )
     if settings.cors_origins:
         wildcard = settings.cors_origins == ["*"]
         app.add_middleware(

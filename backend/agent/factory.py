@@ -13,7 +13,7 @@ from openai import AsyncOpenAI
 
 from backend.agent.context import TurnContext
 from backend.agent.prompts import DEFAULT_INSTRUCTIONS
-from backend.agent.tools import task_tools
+from backend.agent.tools import Executor, in_process, task_tools
 from backend.config import Settings
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,20 @@ def configure_tracing(settings: Settings) -> None:
     set_tracing_disabled(not settings.openai_api_key)
 
 
+def _executor(settings: Settings) -> Executor:
+    if settings.tools_transport == "mcp":
+        from backend.agent.mcp_tools import McpToolClient
+
+        assert settings.mcp_server_url is not None
+        log.info("agent tools run on the MCP server at %s", settings.mcp_server_url)
+        return McpToolClient(settings.mcp_server_url)
+    return in_process
+
+
 def build_agent(settings: Settings, model: Model) -> Agent[TurnContext]:
     return Agent[TurnContext](
         name="Task assistant",
         instructions=settings.agent_instructions or DEFAULT_INSTRUCTIONS,
         model=model,
-        tools=list(task_tools()),
+        tools=list(task_tools(_executor(settings))),
     )

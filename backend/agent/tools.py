@@ -8,6 +8,7 @@ the run context. A failed action becomes a message the model can read and recove
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -83,14 +84,24 @@ TOOL_SPECS: dict[str, dict[str, Any]] = {
 }
 
 
-async def run_action(ctx: TurnContext, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+Executor = Callable[[TurnContext, str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def in_process(ctx: TurnContext, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The default transport: call the task actions directly (one short transaction each)."""
+    return await ACTIONS[name](ctx.sessions, ctx.user_id, **arguments)
+
+
+async def run_action(
+    ctx: TurnContext, name: str, arguments: dict[str, Any], executor: Executor = in_process
+) -> dict[str, Any]:
     """Run one task action for the context's user; failures come back as `{"error": ...}`."""
     allowed = TOOL_SPECS[name]["parameters"]["properties"]
     kwargs = {k: v for k, v in arguments.items() if k in allowed}
     if ctx.events is not None:
         ctx.events({"type": "tool_call", "tool": name, "arguments": kwargs})
     try:
-        result = await ACTIONS[name](ctx.sessions, ctx.user_id, **kwargs)
+        result = await executor(ctx, name, kwargs)
     except AppError as exc:
         result = {"error": exc.detail}
     except TypeError:
@@ -103,7 +114,7 @@ async def run_action(ctx: TurnContext, name: str, arguments: dict[str, Any]) -> 
     return result
 
 
-def _make_tool(name: str) -> FunctionTool:
+def _make_tool(name: str, executor: Executor) -> FunctionTool:
     async def invoke(wrapper: RunContextWrapper[TurnContext], raw_arguments: str) -> str:
         try:
             arguments = orjson.loads(raw_arguments or "{}")
@@ -113,7 +124,7 @@ def _make_tool(name: str) -> FunctionTool:
             result: dict[str, Any] = {"error": "arguments must be a JSON object"}
             wrapper.context.tool_calls.append({"tool": name, "arguments": {}, "result": result})
         else:
-            result = await run_action(wrapper.context, name, arguments)
+            result = await run_action(wrapper.context, name, arguments, executor)
         return orjson.dumps(result).decode()
 
     spec = TOOL_SPECS[name]
@@ -126,6 +137,6 @@ def _make_tool(name: str) -> FunctionTool:
     )
 
 
-def task_tools() -> list[FunctionTool]:
+def task_tools(executor: Executor = in_process) -> list[FunctionTool]:
     """The five tools; build once per process and share across turns (they hold no state)."""
-    return [_make_tool(name) for name in TOOL_SPECS]
+    return [_make_tool(name, executor) for name in TOOL_SPECS]
