@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -104,6 +104,35 @@ async def _purge_periodically(store: IdempotencyStore, every_seconds: float = 90
             log.warning("could not purge expired idempotency keys", exc_info=True)
 
 
+@asynccontextmanager
+async def run_in_own_task(context: AbstractAsyncContextManager[Any]) -> AsyncIterator[None]:
+    """Enter and exit `context` in one dedicated task.
+
+    The MCP session manager holds an anyio task group, which must be exited by the task that
+    entered it; lifespans are not always entered and exited by the same task (test fixtures).
+    """
+    entered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+
+    async def hold() -> None:
+        try:
+            async with context:
+                entered.set_result(None)
+                await stop.wait()
+        except BaseException as exc:
+            if not entered.done():
+                entered.set_exception(exc)
+            raise
+
+    task = asyncio.create_task(hold())
+    await entered
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
 async def _drain(tasks: set[asyncio.Task[None]], grace_seconds: float = 30.0) -> None:
     """At shutdown, let streaming turns whose clients left finish and store their turn."""
     if tasks:
@@ -139,7 +168,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
                 agent=build_agent(settings, model or build_model(settings, openai_client)),
             )
             app.state.mcp = build_mcp_server(app)
-            await stack.enter_async_context(app.state.mcp.session_manager.run())
+            await stack.enter_async_context(run_in_own_task(app.state.mcp.session_manager.run()))
             app.state.rate_limiter = await build_rate_limiter(settings, engine, stack)
             app.state.idempotency = IdempotencyStore(
                 engine,

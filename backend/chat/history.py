@@ -66,6 +66,8 @@ def to_input_items(rows: Sequence[Any]) -> list[dict[str, Any]]:
     for row in rows[start:]:
         if row.role == "user":
             items.append({"role": "user", "content": row.content})
+        elif row.role != "assistant":
+            continue  # ChatKit-only items (widgets, hidden context) are not model history
         elif row.items:
             replayed = replay_items(row.items)
             has_reply = any(i.get("role") == "assistant" for i in replayed)

@@ -1,6 +1,7 @@
 """The `conversations` and `messages` tables.
 
-A conversation holds one row per user message and one row per assistant reply. The assistant
+A conversation holds one row per user message and one row per assistant reply (plus, for
+ChatKit threads, rows with role "event" for items such as progress or hidden context). The assistant
 row keeps the turn's tool calls twice: `tool_calls` in the shape clients see, and `items`, the
 exact model input items (function calls with provider extras such as Gemini thought signatures,
 and their outputs) that are replayed to the model as history.
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Text,
     Uuid,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
@@ -56,7 +58,10 @@ class Conversation(SQLModel, table=True):
 
 class Message(SQLModel, table=True):
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_conversation_id_id", "conversation_id", "id"),)
+    __table_args__ = (
+        Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+        Index("ix_messages_item_id", "item_id", unique=True),
+    )
 
     id: int | None = Field(
         default=None, sa_column=Column(BigInteger, Identity(always=False), primary_key=True)
@@ -74,6 +79,17 @@ class Message(SQLModel, table=True):
     token_count: int = Field(
         default=0, sa_column=Column(Integer, nullable=False, server_default="0")
     )
+    item_id: str | None = Field(
+        default=None,
+        sa_column=Column(
+            String(64),
+            nullable=False,
+            server_default=text("'msg_' || replace(gen_random_uuid()::text, '-', '')"),
+        ),
+    )
+    """The ChatKit thread item id (every row has one, also rows written by /api/chat)."""
+    item: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB, nullable=True))
+    """The full ChatKit item, for rows ChatKit wrote; rows from /api/chat are rebuilt from role/content."""
     created_at: datetime = Field(
         default_factory=utcnow,
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),

@@ -39,6 +39,16 @@ class TurnInProgress(Conflict):
 
 # The window: newest HISTORY_MAX_MESSAGES rows by index, then those whose running token sum
 # (newest first) fits the budget. Bounded by the LIMIT, whatever the conversation's length.
+_WINDOW = """
+        SELECT id, role, content, items,
+               sum(token_count) OVER (ORDER BY id DESC) AS running
+          FROM (SELECT id, role, content, items, token_count
+                  FROM messages
+                 WHERE conversation_id = {conversation}
+                 ORDER BY id DESC
+                 LIMIT :max_messages) AS newest
+"""
+
 _CLAIM_AND_LOAD = text(
     """
     WITH claimed AS (
@@ -50,17 +60,17 @@ _CLAIM_AND_LOAD = text(
     )
     SELECT w.id, w.role, w.content, w.items
       FROM claimed
-      LEFT JOIN LATERAL (
-        SELECT id, role, content, items,
-               sum(token_count) OVER (ORDER BY id DESC) AS running
-          FROM (SELECT id, role, content, items, token_count
-                  FROM messages
-                 WHERE conversation_id = claimed.id
-                 ORDER BY id DESC
-                 LIMIT :max_messages) AS newest
-      ) AS w ON w.running <= :budget
+      LEFT JOIN LATERAL ("""
+    + _WINDOW.format(conversation="claimed.id")
+    + """) AS w ON w.running <= :budget
      ORDER BY w.id
     """
+)
+
+_LOAD = text(
+    "SELECT id, role, content, items FROM ("
+    + _WINDOW.format(conversation=":cid")
+    + ") AS w WHERE running <= :budget ORDER BY id"
 )
 
 _CREATE = text(
@@ -124,6 +134,16 @@ async def claim_conversation(
             exists = (await conn.execute(_EXISTS, params)).first()
             raise TurnInProgress() if exists else ConversationNotFound()
     return [HistoryRow(r.id, r.role, r.content, r.items) for r in rows if r.id is not None]
+
+
+async def load_history(
+    engine: AsyncEngine, *, conversation_id: uuid.UUID, max_messages: int, token_budget: int
+) -> list[HistoryRow]:
+    """The history window of a conversation the caller already owns (oldest first)."""
+    params = {"cid": conversation_id, "max_messages": max_messages, "budget": token_budget}
+    async with engine.connect() as conn:
+        rows = (await conn.execute(_LOAD, params)).all()
+    return [HistoryRow(r.id, r.role, r.content, r.items) for r in rows]
 
 
 async def create_conversation(
@@ -199,6 +219,7 @@ __all__ = [
     "TurnInProgress",
     "claim_conversation",
     "create_conversation",
+    "load_history",
     "release_conversation",
     "store_turn",
 ]
