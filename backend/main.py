@@ -27,6 +27,9 @@ from backend.auth.verifier import TokenVerifier
 from backend.chat import history
 from backend.chat.router import router as chat_router
 from backend.chat.turn import ChatRuntime
+from backend.chatkit.router import router as chatkit_router
+from backend.chatkit.server import TaskChatKitServer
+from backend.chatkit.store import PostgresStore
 from backend.config import Settings, get_settings
 from backend.db import create_engine, resolve_database_url, session_factory
 from backend.errors import install_error_handlers
@@ -167,6 +170,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
                 sessions=app.state.sessions,
                 agent=build_agent(settings, model or build_model(settings, openai_client)),
             )
+            app.state.chatkit = TaskChatKitServer(PostgresStore(engine), app.state.chat)
             app.state.mcp = build_mcp_server(app)
             await stack.enter_async_context(run_in_own_task(app.state.mcp.session_manager.run()))
             app.state.rate_limiter = await build_rate_limiter(settings, engine, stack)
@@ -201,6 +205,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     app.include_router(health.router)
     app.include_router(tasks_router)
     app.include_router(chat_router)
+    app.include_router(chatkit_router)
     mcp_endpoint = MCPEndpoint(app)
     for path in ("/mcp", "/mcp/"):
         app.router.routes.append(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,5 +21,7 @@ class TurnContext:
     """The caller's bearer token, forwarded only when tools run over our own MCP server."""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     """Every tool the agent ran in this turn, in order: {"tool", "arguments", "result"}."""
-    events: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
+    events: Callable[[dict[str, Any]], Awaitable[None] | None] | None = field(
+        default=None, repr=False
+    )
     """Streaming turns: told `tool_call` before and `tool_result` after each tool runs."""

@@ -7,6 +7,7 @@ the run context. A failed action becomes a message the model can read and recove
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -98,8 +99,7 @@ async def run_action(
     """Run one task action for the context's user; failures come back as `{"error": ...}`."""
     allowed = TOOL_SPECS[name]["parameters"]["properties"]
     kwargs = {k: v for k, v in arguments.items() if k in allowed}
-    if ctx.events is not None:
-        ctx.events({"type": "tool_call", "tool": name, "arguments": kwargs})
+    await _notify(ctx, {"type": "tool_call", "tool": name, "arguments": kwargs})
     try:
         result = await executor(ctx, name, kwargs)
     except AppError as exc:
@@ -109,9 +109,15 @@ async def run_action(
             "error": f"{name} needs: {', '.join(TOOL_SPECS[name]['parameters'].get('required', []))}"
         }
     ctx.tool_calls.append({"tool": name, "arguments": kwargs, "result": result})
-    if ctx.events is not None:
-        ctx.events({"type": "tool_result", "tool": name, "result": result})
+    await _notify(ctx, {"type": "tool_result", "tool": name, "result": result})
     return result
+
+
+async def _notify(ctx: TurnContext, event: dict[str, Any]) -> None:
+    if ctx.events is not None:
+        outcome = ctx.events(event)
+        if inspect.isawaitable(outcome):
+            await outcome
 
 
 def _make_tool(name: str, executor: Executor) -> FunctionTool:

@@ -1,0 +1,1 @@
+"""The ChatKit protocol at /api/chatkit: a ChatKitServer over the same conversations and messages."""

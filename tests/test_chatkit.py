@@ -1,0 +1,436 @@
+"""The ChatKit endpoint, driven the way ChatKit does: chatkit.types requests in, SSE events back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from agents.testing import ScriptedModel, assistant_message, function_call
+from chatkit.types import (
+    InferenceOptions,
+    ItemsListParams,
+    ItemsListReq,
+    Page,
+    Thread,
+    ThreadAddUserMessageParams,
+    ThreadCreateParams,
+    ThreadDeleteParams,
+    ThreadGetByIdParams,
+    ThreadItem,
+    ThreadListParams,
+    ThreadsAddUserMessageReq,
+    ThreadsCreateReq,
+    ThreadsDeleteReq,
+    ThreadsGetByIdReq,
+    ThreadsListReq,
+    ThreadStreamEvent,
+    ThreadsUpdateReq,
+    ThreadUpdateParams,
+    UserMessageInput,
+    UserMessageTextContent,
+)
+from pydantic import BaseModel, TypeAdapter
+
+from backend.config import Settings
+from backend.main import create_app
+from bench.stub_llm import StubLLM
+from tests.conftest import make_settings, running_app
+
+EVENTS = TypeAdapter[Any](ThreadStreamEvent)
+ITEMS = TypeAdapter[Any](Page[ThreadItem])
+THREADS = TypeAdapter[Any](Page[Thread])
+
+
+def user_input(text: str) -> UserMessageInput:
+    return UserMessageInput(
+        content=[UserMessageTextContent(text=text)],
+        attachments=[],
+        inference_options=InferenceOptions(),
+    )
+
+
+async def stream(client: httpx.AsyncClient, req: BaseModel, headers: dict[str, str]) -> list[Any]:
+    r = await client.post(
+        "/api/chatkit",
+        content=req.model_dump_json(),
+        headers={**headers, "content-type": "application/json"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/event-stream")
+    return [
+        EVENTS.validate_json(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")
+    ]
+
+
+async def call(
+    client: httpx.AsyncClient, req: BaseModel, headers: dict[str, str]
+) -> httpx.Response:
+    return await client.post(
+        "/api/chatkit",
+        content=req.model_dump_json(),
+        headers={**headers, "content-type": "application/json"},
+    )
+
+
+def done_items(events: list[Any], kind: str) -> list[Any]:
+    return [e.item for e in events if e.type == "thread.item.done" and e.item.type == kind]
+
+
+@pytest.fixture
+def model() -> ScriptedModel:
+    return ScriptedModel()
+
+
+@pytest.fixture
+async def ck(settings: Settings, model: ScriptedModel) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_app(create_app(settings, model=model)) as client:
+        yield client
+
+
+async def test_create_thread_with_a_tool_turn(
+    ck: httpx.AsyncClient, model: ScriptedModel, alice: dict[str, str]
+) -> None:
+    model.extend(
+        [
+            [function_call("add_task", {"title": "Buy milk"}, call_id="c1")],
+            [assistant_message("Added 'Buy milk'.")],
+        ]
+    )
+    events = await stream(
+        ck,
+        ThreadsCreateReq(params=ThreadCreateParams(input=user_input("add a task to buy milk"))),
+        alice,
+    )
+    types = [e.type for e in events]
+    assert types[0] == "thread.created"
+    assert "progress_update" in types  # the tool call is visible to the user
+    thread_id = events[0].thread.id
+    reply = done_items(events, "assistant_message")
+    assert [c.text for c in reply[0].content] == ["Added 'Buy milk'."]
+    assert reply[0].id != "__fake_id__" and len(reply[0].id) > 20
+    tasks = (await ck.get("/api/tasks", headers=alice)).json()["tasks"]
+    assert [t["title"] for t in tasks] == ["Buy milk"]
+    # title from the first message; the same conversation through the REST API, with the tool call
+    thread = Thread.model_validate_json(
+        (
+            await call(
+                ck, ThreadsGetByIdReq(params=ThreadGetByIdParams(thread_id=thread_id)), alice
+            )
+        ).text
+    )
+    assert thread.title == "add a task to buy milk"
+    conv = (await ck.get(f"/api/conversations/{thread_id}", headers=alice)).json()
+    assert [m["role"] for m in conv["messages"]] == ["user", "assistant"]
+    assert conv["messages"][1]["tool_calls"][0]["tool"] == "add_task"
+
+
+async def test_continue_chatkit_thread_through_api_chat_and_back(
+    ck: httpx.AsyncClient, model: ScriptedModel, alice: dict[str, str]
+) -> None:
+    model.extend(
+        [
+            [function_call("add_task", {"title": "Walk dog"}, call_id="c1")],
+            [assistant_message("Added.")],
+        ]
+    )
+    events = await stream(
+        ck, ThreadsCreateReq(params=ThreadCreateParams(input=user_input("add walk dog"))), alice
+    )
+    thread_id = events[0].thread.id
+    model.enqueue([assistant_message("You added Walk dog.")])
+    r = await ck.post(
+        "/api/chat",
+        json={"message": "what did I add?", "conversation_id": thread_id},
+        headers=alice,
+    )
+    assert r.status_code == 200
+    sent = model.calls[-1].input
+    assert [i.get("type") or i.get("role") for i in sent] == [
+        "user",
+        "function_call",
+        "function_call_output",
+        "assistant",
+        "user",
+    ]
+    items = ITEMS.validate_json(
+        (
+            await call(
+                ck, ItemsListReq(params=ItemsListParams(thread_id=thread_id, order="asc")), alice
+            )
+        ).text
+    )
+    texts = [(i.type, (i.content[0].text if i.content else "")) for i in items.data]
+    assert texts == [
+        ("user_message", "add walk dog"),
+        ("assistant_message", "Added."),
+        ("user_message", "what did I add?"),
+        ("assistant_message", "You added Walk dog."),
+    ]
+    # and a conversation started by /api/chat is a thread too
+    model.enqueue([assistant_message("hello")])
+    cid = (await ck.post("/api/chat", json={"message": "hi"}, headers=alice)).json()[
+        "conversation_id"
+    ]
+    listed = THREADS.validate_json(
+        (await call(ck, ThreadsListReq(params=ThreadListParams()), alice)).text
+    )
+    assert cid in [t.id for t in listed.data] and thread_id in [t.id for t in listed.data]
+
+
+async def test_pagination_rename_delete(
+    ck: httpx.AsyncClient, model: ScriptedModel, alice: dict[str, str]
+) -> None:
+    ids = []
+    for n in range(3):
+        model.enqueue([assistant_message(f"reply {n}")])
+        ids.append(
+            (
+                await stream(
+                    ck,
+                    ThreadsCreateReq(params=ThreadCreateParams(input=user_input(f"thread {n}"))),
+                    alice,
+                )
+            )[0].thread.id
+        )
+    thread_id = ids[0]
+    for n in range(2):
+        model.enqueue([assistant_message(f"more {n}")])
+        await stream(
+            ck,
+            ThreadsAddUserMessageReq(
+                params=ThreadAddUserMessageParams(
+                    thread_id=thread_id, input=user_input(f"next {n}")
+                )
+            ),
+            alice,
+        )
+
+    # threads: newest activity first, two per page
+    seen, after = [], None
+    while True:
+        page = THREADS.validate_json(
+            (
+                await call(ck, ThreadsListReq(params=ThreadListParams(limit=2, after=after)), alice)
+            ).text
+        )
+        seen += [t.id for t in page.data]
+        if not page.has_more:
+            break
+        after = page.after
+    assert seen == [ids[0], ids[2], ids[1]]
+    asc = THREADS.validate_json(
+        (await call(ck, ThreadsListReq(params=ThreadListParams(order="asc")), alice)).text
+    )
+    assert [t.id for t in asc.data] == list(reversed(seen))
+
+    # items: 6 in the thread, pages of 4 in both orders
+    first = ITEMS.validate_json(
+        (
+            await call(
+                ck,
+                ItemsListReq(params=ItemsListParams(thread_id=thread_id, limit=4, order="asc")),
+                alice,
+            )
+        ).text
+    )
+    rest = ITEMS.validate_json(
+        (
+            await call(
+                ck,
+                ItemsListReq(
+                    params=ItemsListParams(
+                        thread_id=thread_id, limit=4, order="asc", after=first.after
+                    )
+                ),
+                alice,
+            )
+        ).text
+    )
+    texts = [i.content[0].text for i in first.data + rest.data]
+    assert texts == ["thread 0", "reply 0", "next 0", "more 0", "next 1", "more 1"]
+    assert first.has_more and not rest.has_more
+    desc = ITEMS.validate_json(
+        (
+            await call(
+                ck,
+                ItemsListReq(params=ItemsListParams(thread_id=thread_id, limit=2, order="desc")),
+                alice,
+            )
+        ).text
+    )
+    assert [i.content[0].text for i in desc.data] == ["more 1", "next 1"]
+
+    r = await call(
+        ck, ThreadsUpdateReq(params=ThreadUpdateParams(thread_id=thread_id, title="Renamed")), alice
+    )
+    assert r.status_code == 200 and Thread.model_validate_json(r.text).title == "Renamed"
+    assert (await ck.get(f"/api/conversations/{thread_id}", headers=alice)).json()[
+        "title"
+    ] == "Renamed"
+    assert (
+        await call(ck, ThreadsDeleteReq(params=ThreadDeleteParams(thread_id=thread_id)), alice)
+    ).status_code == 200
+    assert (
+        await call(ck, ThreadsGetByIdReq(params=ThreadGetByIdParams(thread_id=thread_id)), alice)
+    ).status_code == 404
+
+
+async def test_two_users_isolated(
+    ck: httpx.AsyncClient, model: ScriptedModel, alice: dict[str, str], bob: dict[str, str]
+) -> None:
+    model.enqueue([assistant_message("hi alice")])
+    thread_id = (
+        await stream(
+            ck, ThreadsCreateReq(params=ThreadCreateParams(input=user_input("secret"))), alice
+        )
+    )[0].thread.id
+    for req in (
+        ThreadsGetByIdReq(params=ThreadGetByIdParams(thread_id=thread_id)),
+        ItemsListReq(params=ItemsListParams(thread_id=thread_id)),
+        ThreadsUpdateReq(params=ThreadUpdateParams(thread_id=thread_id, title="mine")),
+        ThreadsDeleteReq(params=ThreadDeleteParams(thread_id=thread_id)),
+        ThreadsAddUserMessageReq(
+            params=ThreadAddUserMessageParams(thread_id=thread_id, input=user_input("let me in"))
+        ),
+    ):
+        r = await call(ck, req, bob)
+        assert r.status_code == 404, (req.type, r.text)
+        assert r.json()["code"] == "thread_not_found"
+    listed = THREADS.validate_json(
+        (await call(ck, ThreadsListReq(params=ThreadListParams()), bob)).text
+    )
+    assert listed.data == []
+    items = ITEMS.validate_json(
+        (
+            await call(
+                ck, ItemsListReq(params=ItemsListParams(thread_id=thread_id, order="asc")), alice
+            )
+        ).text
+    )
+    assert [i.type for i in items.data] == [
+        "user_message",
+        "assistant_message",
+    ]  # nothing of bob's got in
+    assert model.remaining_steps == 0
+
+
+async def test_bad_requests(ck: httpx.AsyncClient, alice: dict[str, str]) -> None:
+    r = await ck.post("/api/chatkit", json={"type": "threads.list", "params": {}})
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    for body in (
+        b"{not json",
+        b'{"type": "threads.fly", "params": {}}',
+        b'{"type": "threads.get_by_id", "params": {}}',
+    ):
+        r = await ck.post(
+            "/api/chatkit", content=body, headers={**alice, "content-type": "application/json"}
+        )
+        assert r.status_code == 400 and r.json()["code"] == "bad_request", body
+    r = await call(
+        ck, ThreadsGetByIdReq(params=ThreadGetByIdParams(thread_id="thr_unknown")), alice
+    )
+    assert r.status_code == 404
+    attach = UserMessageInput(
+        content=[UserMessageTextContent(text="x")],
+        attachments=["atc_1"],
+        inference_options=InferenceOptions(),
+    )
+    r = await call(ck, ThreadsCreateReq(params=ThreadCreateParams(input=attach)), alice)
+    assert r.status_code == 400 and r.json()["code"] == "attachments_not_supported"
+
+
+async def test_health_names_the_model(settings: Settings, alice: dict[str, str]) -> None:
+    async with running_app(create_app(settings)) as client:
+        r = await client.get("/api/chatkit/health", headers=alice)
+        assert r.json() == {"store": "postgres", "model": "offline-rules", "status": "ok"}
+
+
+async def test_second_turn_through_a_chat_completions_stub(
+    database_url: str, data_dir: Path, alice: dict[str, str]
+) -> None:
+    async with StubLLM() as stub:
+        settings = make_settings(
+            database_url,
+            data_dir,
+            llm_base_url=stub.base_url,
+            llm_api_key="k",
+            llm_model="stub-model",
+            llm_max_retries=0,
+        )
+        async with running_app(create_app(settings)) as client:
+            stub.script(
+                {"tool_calls": [{"name": "add_task", "arguments": {"title": "Pay rent"}}]},
+                {"text": "Added Pay rent."},
+            )
+            events = await stream(
+                client,
+                ThreadsCreateReq(params=ThreadCreateParams(input=user_input("add pay rent"))),
+                alice,
+            )
+            thread_id = events[0].thread.id
+            first_reply = done_items(events, "assistant_message")[0]
+            stub.script({"text": "You have one task: Pay rent."})
+            events = await stream(
+                client,
+                ThreadsAddUserMessageReq(
+                    params=ThreadAddUserMessageParams(
+                        thread_id=thread_id, input=user_input("what do I have?")
+                    )
+                ),
+                alice,
+            )
+            assert "error" not in [e.type for e in events]
+            second_reply = done_items(events, "assistant_message")[0]
+            assert second_reply.content[0].text == "You have one task: Pay rent."
+            assert second_reply.id != first_reply.id  # no "__fake_id__" overwrite
+            messages = stub.requests[-1]["messages"]
+            assert [m["role"] for m in messages] == [
+                "system",
+                "user",
+                "assistant",
+                "tool",
+                "assistant",
+                "user",
+            ]
+            assert messages[4] == {"role": "assistant", "content": "Added Pay rent."}
+            items = ITEMS.validate_json(
+                (
+                    await call(
+                        client,
+                        ItemsListReq(params=ItemsListParams(thread_id=thread_id, order="asc")),
+                        alice,
+                    )
+                ).text
+            )
+            assert [i.type for i in items.data] == [
+                "user_message",
+                "assistant_message",
+                "user_message",
+                "assistant_message",
+            ]
+            # a provider failure is an error event, and the thread stays usable
+            stub.script({"status": 500})
+            events = await stream(
+                client,
+                ThreadsAddUserMessageReq(
+                    params=ThreadAddUserMessageParams(
+                        thread_id=thread_id, input=user_input("again")
+                    )
+                ),
+                alice,
+            )
+            assert events[-1].type == "error"
+            stub.script({"text": "ok now"})
+            events = await stream(
+                client,
+                ThreadsAddUserMessageReq(
+                    params=ThreadAddUserMessageParams(
+                        thread_id=thread_id, input=user_input("retry")
+                    )
+                ),
+                alice,
+            )
+            assert done_items(events, "assistant_message")[0].content[0].text == "ok now"
