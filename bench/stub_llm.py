@@ -12,6 +12,8 @@ a user message gets an `add_task` call, a tool result gets a short text.
 
     python -m bench.stub_llm --port 9100 --latency-ms 500   # a separate process
 
+`PUT /v1/_control {"latency_ms": N}` changes the latency of a running stub.
+
 Script entries: {"text": str} | {"tool_calls": [{"name", "arguments", "id"?, "extra_content"?}]}
 | {"status": int, "body"?: dict, "headers"?: dict} | {"hang": seconds} | {"drop": True}.
 """
@@ -69,6 +71,10 @@ class StubLLM:
             if not message.get("more_body"):
                 break
         path = scope["path"]
+        if scope["method"] == "PUT" and path.rstrip("/").endswith("/_control"):
+            self.latency_ms = float(orjson.loads(body).get("latency_ms", self.latency_ms))
+            await _json(send, 200, {"latency_ms": self.latency_ms})
+            return
         if scope["method"] == "GET" and path.rstrip("/").endswith("/models"):
             await _json(
                 send, 200, {"object": "list", "data": [{"id": "stub-model", "object": "model"}]}

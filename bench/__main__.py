@@ -1,0 +1,455 @@
+"""`make bench`: the service under load on this machine, against a local stub model.
+
+Starts a PostgreSQL (embedded, or a fresh database on BENCH_DATABASE_URL's server), the
+OpenAI-compatible stub (`bench.stub_llm`, its own process) and the service with ONE uvicorn
+worker (its own process, whose CPU time and memory are read from /proc), then drives it over
+real HTTP with real EdDSA tokens. See bench/README.md for the workloads and targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from backend.auth.devkeys import load_or_create_dev_key, mint_token
+from backend.chat.history import count_tokens
+from backend.cli import migrate
+from backend.config import normalize_database_url
+
+ROOT = Path(__file__).resolve().parent.parent
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Sizes:
+    w2_users: int = 20
+    w2_turns: int = 10
+    w3_users: int = 100
+    w3_turns: int = 2
+    w3_latency_ms: float = 500
+    w4_long: int = 400
+    w4_short: int = 10
+    w4_samples: int = 20
+    warmup: int = 20
+
+
+SMOKE = Sizes(
+    w2_users=3,
+    w2_turns=2,
+    w3_users=4,
+    w3_turns=1,
+    w3_latency_ms=50,
+    w4_long=40,
+    w4_short=10,
+    w4_samples=3,
+    warmup=2,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_ms(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / TICKS  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+@contextmanager
+def database(tmp: Path) -> Any:
+    """A fresh database: on BENCH_DATABASE_URL's server, or on an embedded PostgreSQL."""
+    server = os.environ.get("BENCH_DATABASE_URL")
+    if server:
+        server = normalize_database_url(server).replace("postgresql+psycopg://", "postgresql://", 1)
+    else:
+        from backend.db import embedded_database_url
+
+        server = embedded_database_url(tmp).replace("postgresql+psycopg://", "postgresql://", 1)
+    name = "bench_" + secrets.token_hex(4)
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, query = server.partition("?")
+    url = base.rsplit("/", 1)[0] + "/" + name + (("?" + query) if query else "")
+    try:
+        migrate(normalize_database_url(url))
+        yield url
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def start(cmd: list[str], env: dict[str, str], stack: ExitStack) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+
+    def stop() -> None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    stack.callback(stop)
+    return proc
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@dataclass
+class Run:
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+
+
+class Bench:
+    def __init__(self, base: str, stub: str, pid: int, data_dir: Path, db_url: str) -> None:
+        self.base = base
+        self.stub = stub
+        self.pid = pid
+        self.key = load_or_create_dev_key(data_dir)
+        self.db_url = db_url
+        self.http = httpx.AsyncClient(
+            base_url=base,
+            timeout=60,
+            limits=httpx.Limits(max_connections=500, max_keepalive_connections=500),
+        )
+
+    def headers(self, user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {mint_token(self.key, user)}"}
+
+    async def latency(self, ms: float) -> None:
+        async with httpx.AsyncClient() as c:
+            await c.put(f"{self.stub}/_control", json={"latency_ms": ms})
+
+    async def turn(
+        self, run: Run, headers: dict[str, str], message: str, conversation: str | None
+    ) -> str | None:
+        started = time.perf_counter()
+        try:
+            r = await self.http.post(
+                "/api/chat",
+                json={"message": message, "conversation_id": conversation},
+                headers=headers,
+            )
+        except httpx.HTTPError as exc:
+            run.errors += 1
+            run.error_samples.append(type(exc).__name__)
+            return conversation
+        run.latencies.append((time.perf_counter() - started) * 1000)
+        if r.status_code != 200:
+            run.errors += 1
+            run.error_samples.append(f"{r.status_code} {r.text[:120]}")
+            return conversation
+        return str(r.json()["conversation_id"])
+
+    async def user(self, run: Run, name: str, turns: int) -> None:
+        headers = self.headers(name)
+        conversation = None
+        for n in range(turns):
+            conversation = await self.turn(run, headers, f"{name} task {n}", conversation)
+
+    async def measure(self, users: int, turns: int, prefix: str) -> tuple[Run, float, float, float]:
+        run = Run()
+        peak = [rss_mb(self.pid)]
+
+        async def sample() -> None:
+            while True:
+                peak.append(rss_mb(self.pid))
+                await asyncio.sleep(0.05)
+
+        sampler = asyncio.create_task(sample())
+        cpu0, t0 = cpu_ms(self.pid), time.perf_counter()
+        await asyncio.gather(*(self.user(run, f"{prefix}-{u}", turns) for u in range(users)))
+        wall, cpu = time.perf_counter() - t0, cpu_ms(self.pid) - cpu0
+        sampler.cancel()
+        return run, wall, cpu, max(peak)
+
+    async def check_tasks(self, users: int, turns: int, prefix: str) -> int:
+        wrong = 0
+        for u in range(users):
+            name = f"{prefix}-{u}"
+            tasks = (await self.http.get("/api/tasks", headers=self.headers(name))).json()["tasks"]
+            if sorted(t["title"] for t in tasks) != sorted(
+                f"{name} task {n}" for n in range(turns)
+            ):
+                wrong += 1
+        return wrong
+
+    def seed_conversation(self, user: str, messages: int) -> str:
+        """A conversation with `messages` stored messages shaped like real tool-calling turns."""
+        cid = uuid.uuid4()
+        with psycopg.connect(self.db_url) as conn:
+            conn.execute(
+                "INSERT INTO conversations (id, user_id, title) VALUES (%s, %s, 'long')",
+                (cid, user),
+            )
+            rows = []
+            for n in range(messages // 2):
+                question = f"{user} earlier task {n}"
+                call_id = f"call_seed_{n}"
+                result = {"task_id": n + 1, "status": "created", "title": question}
+                items = [
+                    {
+                        "type": "function_call",
+                        "call_id": call_id,
+                        "name": "add_task",
+                        "arguments": json.dumps({"title": question}),
+                    },
+                    {
+                        "type": "function_call_output",
+                        "call_id": call_id,
+                        "output": json.dumps(result),
+                    },
+                    {
+                        "type": "message",
+                        "role": "assistant",
+                        "content": [{"type": "output_text", "text": "Done: added it."}],
+                    },
+                ]
+                calls = [{"tool": "add_task", "arguments": {"title": question}, "result": result}]
+                rows.append((cid, user, "user", question, None, None, count_tokens(question)))
+                rows.append(
+                    (
+                        cid,
+                        user,
+                        "assistant",
+                        "Done: added it.",
+                        json.dumps(calls),
+                        json.dumps(items),
+                        count_tokens("Done: added it.", items),
+                    )
+                )
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO messages (conversation_id, user_id, role, content, tool_calls, items, token_count) "
+                    "VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s)",
+                    rows,
+                )
+        return str(cid)
+
+    async def history_turns(
+        self, user: str, conversation: str, samples: int
+    ) -> tuple[float, float]:
+        run = Run()
+        headers = self.headers(user)
+        cpu0 = cpu_ms(self.pid)
+        for n in range(samples):
+            await self.turn(run, headers, f"{user} more {n}", conversation)
+        cpu = (cpu_ms(self.pid) - cpu0) / samples
+        if run.errors:
+            raise RuntimeError(f"W4 errors: {run.error_samples[:3]}")
+        return statistics.median(run.latencies), cpu
+
+
+async def drive(bench: Bench, sizes: Sizes, only: set[str]) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    await bench.latency(0)
+    warm = Run()
+    await asyncio.gather(
+        *(bench.user(warm, f"warm-{u}", 2) for u in range(max(1, sizes.warmup // 2)))
+    )
+    if "W2" in only:
+        run, wall, cpu, _ = await bench.measure(sizes.w2_users, sizes.w2_turns, "w2")
+        turns = sizes.w2_users * sizes.w2_turns
+        results["W2"] = {
+            "turns": turns,
+            "turns_per_s": round(turns / wall, 1),
+            "p50_ms": round(percentile(run.latencies, 50), 1),
+            "p95_ms": round(percentile(run.latencies, 95), 1),
+            "cpu_ms_per_turn": round(cpu / turns, 2),
+            "errors": run.errors,
+            "users_with_wrong_tasks": await bench.check_tasks(sizes.w2_users, sizes.w2_turns, "w2"),
+            "error_samples": run.error_samples[:3],
+        }
+    if "W3" in only:
+        await bench.latency(sizes.w3_latency_ms)
+        run, wall, cpu, peak = await bench.measure(sizes.w3_users, sizes.w3_turns, "w3")
+        ideal = sizes.w3_turns * 2 * sizes.w3_latency_ms / 1000
+        results["W3"] = {
+            "turns": sizes.w3_users * sizes.w3_turns,
+            "wall_s": round(wall, 2),
+            "ideal_s": ideal,
+            "wall_vs_ideal": round(wall / ideal, 2),
+            "p95_ms": round(percentile(run.latencies, 95), 1),
+            "p95_vs_ideal_turn": round(
+                percentile(run.latencies, 95) / (2 * sizes.w3_latency_ms), 2
+            ),
+            "errors": run.errors,
+            "rss_mb_peak": round(peak, 1),
+            "error_samples": run.error_samples[:3],
+        }
+        await bench.latency(0)
+    if "W4" in only:
+        short = bench.seed_conversation("w4-short", sizes.w4_short)
+        long = bench.seed_conversation("w4-long", sizes.w4_long)
+        # interleave so that drift in machine load hits both alike
+        s_lat, s_cpu, l_lat, l_cpu = [], [], [], []
+        for _ in range(2):
+            a = await bench.history_turns("w4-short", short, sizes.w4_samples // 2 or 1)
+            b = await bench.history_turns("w4-long", long, sizes.w4_samples // 2 or 1)
+            s_lat.append(a[0]), s_cpu.append(a[1]), l_lat.append(b[0]), l_cpu.append(b[1])
+        results["W4"] = {
+            "short_messages": sizes.w4_short,
+            "long_messages": sizes.w4_long,
+            "short_p50_ms": round(statistics.mean(s_lat), 1),
+            "long_p50_ms": round(statistics.mean(l_lat), 1),
+            "short_cpu_ms": round(statistics.mean(s_cpu), 2),
+            "long_cpu_ms": round(statistics.mean(l_cpu), 2),
+            "cpu_ratio": round(statistics.mean(l_cpu) / max(statistics.mean(s_cpu), 0.01), 2),
+            "latency_ratio": round(statistics.mean(l_lat) / max(statistics.mean(s_lat), 0.01), 2),
+        }
+    results["server_rss_mb_end"] = round(rss_mb(bench.pid), 1)
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = ["| workload | metric | value | target |", "|---|---|---|---|"]
+    targets = {
+        ("W2", "cpu_ms_per_turn"): "≤ 8",
+        ("W2", "errors"): "0",
+        ("W2", "users_with_wrong_tasks"): "0",
+        ("W3", "wall_vs_ideal"): "≤ 1.25",
+        ("W3", "p95_vs_ideal_turn"): "≤ 2",
+        ("W3", "errors"): "0",
+        ("W3", "rss_mb_peak"): "≤ 300",
+        ("W4", "cpu_ratio"): "≤ 1.2",
+    }
+    for workload in ("W2", "W3", "W4"):
+        for metric, value in results.get(workload, {}).items():
+            if metric == "error_samples":
+                continue
+            lines.append(
+                f"| {workload} | {metric} | {value} | {targets.get((workload, metric), '')} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--smoke", action="store_true", help="a few turns only (used by the tests)")
+    parser.add_argument("--only", default="W2,W3,W4", help="comma-separated workloads")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args()
+    sizes = SMOKE if args.smoke else Sizes()
+    only = {w.strip().upper() for w in args.only.split(",")}
+    with tempfile.TemporaryDirectory(prefix="ta-bench-") as tmp, ExitStack() as stack:
+        tmp_path = Path(tmp)
+        db_url = stack.enter_context(database(tmp_path))
+        stub_port, server_port = free_port(), free_port()
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("LLM_", "GEMINI_", "OPENAI_", "BETTER_AUTH", "JWT_", "REDIS_"))
+        }
+        stub = start([sys.executable, "-m", "bench.stub_llm", "--port", str(stub_port)], env, stack)
+        wait_http(f"http://127.0.0.1:{stub_port}/v1/models", stub)
+        env.update(
+            DATABASE_URL=db_url,
+            DATA_DIR=str(tmp_path / "data"),
+            LLM_BASE_URL=f"http://127.0.0.1:{stub_port}/v1",
+            LLM_API_KEY="bench",
+            LLM_MODEL="stub-model",
+            RATE_LIMIT_REQUESTS="0",
+            LOG_LEVEL="WARNING",
+        )
+        server = start(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "backend.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(server_port),
+                "--workers",
+                "1",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            env,
+            stack,
+        )
+        wait_http(f"http://127.0.0.1:{server_port}/health", server)
+        bench = Bench(
+            f"http://127.0.0.1:{server_port}",
+            f"http://127.0.0.1:{stub_port}/v1",
+            server.pid,
+            tmp_path / "data",
+            db_url,
+        )
+        results = asyncio.run(drive(bench, sizes, only))
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "database": "BENCH_DATABASE_URL"
+        if os.environ.get("BENCH_DATABASE_URL")
+        else "embedded PostgreSQL 16",
+        "mode": "smoke" if args.smoke else "full",
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    print(table(results))
+    print(json.dumps(results["machine"]))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = (
+        out / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}{'-smoke' if args.smoke else ''}.json"
+    )
+    path.write_text(json.dumps(results, indent=2))
+    print(f"results written to {path}")
+    failed = any(results.get(w, {}).get("errors") for w in ("W2", "W3")) or results.get(
+        "W2", {}
+    ).get("users_with_wrong_tasks")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

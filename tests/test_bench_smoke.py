@@ -1,0 +1,27 @@
+"""The benchmark's smoke mode runs end to end, so `make bench` cannot rot (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_smoke(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (result_file,) = tmp_path.glob("*.json")
+    results = json.loads(result_file.read_text())
+    assert results["W2"]["errors"] == 0 and results["W2"]["users_with_wrong_tasks"] == 0
+    assert results["W2"]["turns"] == 6 and results["W3"]["errors"] == 0
+    assert results["W4"]["long_messages"] > results["W4"]["short_messages"]
+    assert "| W2 | cpu_ms_per_turn |" in proc.stdout
