@@ -6,12 +6,14 @@ The agent holds no per-user state: the user reaches the tools only through the r
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import httpx
 from agents import Agent, Model, OpenAIChatCompletionsModel, set_tracing_disabled
 from openai import AsyncOpenAI
 
 from backend.agent.context import TurnContext
+from backend.agent.lean_client import LeanChatCompletionsClient
 from backend.agent.prompts import DEFAULT_INSTRUCTIONS
 from backend.agent.tools import Executor, in_process, task_tools
 from backend.config import Settings
@@ -41,7 +43,8 @@ def build_model(settings: Settings, client: AsyncOpenAI | None) -> Model:
         from backend.agent.offline import OfflineModel
 
         return OfflineModel()
-    return OpenAIChatCompletionsModel(model=settings.model_name, openai_client=client)
+    lean: Any = LeanChatCompletionsClient(client)
+    return OpenAIChatCompletionsModel(model=settings.model_name, openai_client=lean)
 
 
 def configure_tracing(settings: Settings) -> None:
