@@ -19,6 +19,7 @@ for validation failures. No internal message or stack trace ever reaches a clien
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -138,7 +139,7 @@ class GatewayTimeout(AppError):
 
 
 def error_response(
-    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None
 ) -> FastJSONResponse:
     return FastJSONResponse(body, status_code=status, headers=headers)
 

@@ -150,7 +150,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            url = settings.database_url or await asyncio.to_thread(resolve_database_url, settings)
+            url = await asyncio.to_thread(resolve_database_url, settings)
             engine = create_engine(url, settings)
             stack.push_async_callback(engine.dispose)
             http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
@@ -233,10 +233,14 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     return app
 
 
+_app: FastAPI | None = None
+
+
 def __getattr__(name: str) -> Any:
     # `backend.main:app` for uvicorn, built on first access so importing this module is cheap.
+    global _app
     if name == "app":
-        global app
-        app = create_app()
-        return app
+        if _app is None:
+            _app = create_app()
+        return _app
     raise AttributeError(name)

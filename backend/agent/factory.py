@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import httpx
+import httpx2
 from agents import Agent, Model, OpenAIChatCompletionsModel, set_tracing_disabled
 from openai import AsyncOpenAI
 
@@ -25,7 +25,7 @@ def build_openai_client(settings: Settings) -> AsyncOpenAI | None:
     """One shared client for the whole process, or None for the offline model."""
     if not settings.uses_remote_model:
         return None
-    limits = httpx.Limits(
+    limits = httpx2.Limits(
         max_connections=settings.llm_max_connections,
         max_keepalive_connections=min(settings.llm_max_connections, 100),
     )
@@ -34,7 +34,8 @@ def build_openai_client(settings: Settings) -> AsyncOpenAI | None:
         api_key=settings.model_api_key or "not-needed",
         max_retries=settings.llm_max_retries,
         timeout=settings.chat_timeout_seconds,
-        http_client=httpx.AsyncClient(limits=limits, timeout=settings.chat_timeout_seconds),
+        # openai 3.x runs on httpx2; a pool big enough for every turn waiting on a slow model.
+        http_client=httpx2.AsyncClient(limits=limits, timeout=settings.chat_timeout_seconds),
     )
 
 

@@ -34,7 +34,7 @@ class _LeanCompletions:
             else:
                 body[key] = value
         stream = bool(body.get("stream"))
-        return await self._client.post(
+        return await self._client.post(  # type: ignore[call-overload,no-any-return]
             "/chat/completions",
             body=body,
             cast_to=ChatCompletion,

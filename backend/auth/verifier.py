@@ -81,7 +81,7 @@ class TokenVerifier:
                 issuer=self._issuer,
                 audience=self._audience,
                 leeway=self._leeway,
-                options=options,
+                options=options,  # type: ignore[arg-type]
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("Token expired") from None

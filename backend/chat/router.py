@@ -42,7 +42,7 @@ def _runtime(request: Request) -> ChatRuntime:
     return runtime
 
 
-_STREAM_DOC = {
+_STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The reply; with `stream: true` or `Accept: text/event-stream`, Server-Sent Events "
         "(`conversation`, `text.delta`, `tool_call`, `tool_result`, then `done` or `error`).",

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import openai
 import orjson
@@ -211,11 +211,17 @@ async def execute_turn(
         async with asyncio.timeout(settings.chat_timeout_seconds):
             if emit is None:
                 result: RunResult | RunResultStreaming = await Runner.run(
-                    rt.agent, turn.history, context=ctx, max_turns=settings.agent_max_turns
+                    rt.agent,
+                    cast(Any, turn.history),
+                    context=ctx,
+                    max_turns=settings.agent_max_turns,
                 )
             else:
                 result = Runner.run_streamed(
-                    rt.agent, turn.history, context=ctx, max_turns=settings.agent_max_turns
+                    rt.agent,
+                    cast(Any, turn.history),
+                    context=ctx,
+                    max_turns=settings.agent_max_turns,
                 )
                 async for event in result.stream_events():
                     if (

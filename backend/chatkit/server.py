@@ -15,7 +15,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from agents import Runner
 from chatkit.agents import AgentContext, stream_agent_response
@@ -85,7 +85,10 @@ class TaskChatKitServer(ChatKitServer[ChatKitContext]):
             user_id=context.user.id, sessions=rt.sessions, token=context.user.token, events=on_tool
         )
         result = Runner.run_streamed(
-            rt.agent, to_input_items(rows), context=turn, max_turns=settings.agent_max_turns
+            rt.agent,
+            cast(Any, to_input_items(rows)),
+            context=turn,
+            max_turns=settings.agent_max_turns,
         )
         real_ids: dict[str, str] = {}
         reply_id: str | None = None

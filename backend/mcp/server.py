@@ -61,7 +61,9 @@ def build_mcp_server(app: FastAPI) -> MCPServer:
             fn, name=fn.__name__, description=spec["description"], structured_output=False
         )
         # Publish the agent's hand-written schema (plain types, descriptions, no user parameter).
-        server._tool_manager.get_tool(fn.__name__).parameters = spec["parameters"]
+        tool = server._tool_manager.get_tool(fn.__name__)
+        assert tool is not None
+        tool.parameters = spec["parameters"]
     # Bearer tokens, not cookies, authenticate every request, so DNS rebinding gains an
     # attacker nothing; the Host check would only break deployments behind real domains.
     server.streamable_http_app(

@@ -22,7 +22,7 @@ _PG_HIT = text(
     ON CONFLICT (user_id) DO UPDATE
        SET count = CASE WHEN r.window_start = EXCLUDED.window_start THEN r.count + 1 ELSE 1 END,
            window_start = EXCLUDED.window_start
-    RETURNING count, extract(epoch FROM (window_start + make_interval(secs => :w) - now())) AS remaining
+    RETURNING count AS hits, extract(epoch FROM (window_start + make_interval(secs => :w) - now())) AS remaining
     """
 )
 
@@ -50,7 +50,7 @@ class PostgresRateLimiter:
     async def hit(self, user_id: str) -> None:
         async with self.engine.begin() as conn:
             row = (await conn.execute(_PG_HIT, {"uid": user_id, "w": self.window})).one()
-        if row.count > self.limit:
+        if row.hits > self.limit:
             raise _refuse(float(row.remaining))
 
 

@@ -8,6 +8,7 @@ from the caller's verified token, never from the tool's arguments.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -87,7 +88,7 @@ async def delete_task(sessions: Sessions, user_id: str, task_id: Any) -> dict[st
         return {"task_id": task.id, "status": "deleted", "title": task.title}
 
 
-ACTIONS = {
+ACTIONS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "add_task": add_task,
     "list_tasks": list_tasks,
     "complete_task": complete_task,

@@ -18,7 +18,8 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.add_column("conversations", sa.Column("active_turn", sa.Uuid(), nullable=True))
     op.add_column(
-        "conversations", sa.Column("active_turn_expires_at", sa.DateTime(timezone=True), nullable=True)
+        "conversations",
+        sa.Column("active_turn_expires_at", sa.DateTime(timezone=True), nullable=True),
     )
 
 

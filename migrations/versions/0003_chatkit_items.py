@@ -29,7 +29,9 @@ def upgrade() -> None:
             nullable=False,
         ),
     )
-    op.add_column("messages", sa.Column("item", postgresql.JSONB(astext_type=sa.Text()), nullable=True))
+    op.add_column(
+        "messages", sa.Column("item", postgresql.JSONB(astext_type=sa.Text()), nullable=True)
+    )
     op.create_index("ix_messages_item_id", "messages", ["item_id"], unique=True)
 
 

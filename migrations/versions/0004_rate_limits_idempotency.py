@@ -35,7 +35,9 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("user_id", "key", name=op.f("pk_idempotency_keys")),
     )
-    op.create_index("ix_idempotency_keys_expires_at", "idempotency_keys", ["expires_at"], unique=False)
+    op.create_index(
+        "ix_idempotency_keys_expires_at", "idempotency_keys", ["expires_at"], unique=False
+    )
 
 
 def downgrade() -> None:
