@@ -164,11 +164,14 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             openai_client = build_openai_client(settings)
             if openai_client is not None:
                 stack.push_async_callback(openai_client.close)
+            agent_model = model or build_model(settings, openai_client)
+            if model is None:
+                stack.push_async_callback(agent_model.close)
             app.state.chat = ChatRuntime(
                 settings=settings,
                 engine=engine,
                 sessions=app.state.sessions,
-                agent=build_agent(settings, model or build_model(settings, openai_client)),
+                agent=build_agent(settings, agent_model),
             )
             app.state.chatkit = TaskChatKitServer(PostgresStore(engine), app.state.chat)
             app.state.mcp = build_mcp_server(app)

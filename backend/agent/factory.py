@@ -8,10 +8,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import aiohttp
 import httpx2
 from agents import Agent, Model, OpenAIChatCompletionsModel, set_tracing_disabled
 from openai import AsyncOpenAI
 
+from backend.agent.chat_model import LeanChatCompletionsModel
 from backend.agent.context import TurnContext
 from backend.agent.lean_client import LeanChatCompletionsClient
 from backend.agent.prompts import DEFAULT_INSTRUCTIONS
@@ -45,7 +47,19 @@ def build_model(settings: Settings, client: AsyncOpenAI | None) -> Model:
 
         return OfflineModel()
     lean: Any = LeanChatCompletionsClient(client)
-    return OpenAIChatCompletionsModel(model=settings.model_name, openai_client=lean)
+    streaming = OpenAIChatCompletionsModel(model=settings.model_name, openai_client=lean)
+    http = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=settings.llm_max_connections),
+        timeout=aiohttp.ClientTimeout(total=settings.chat_timeout_seconds),
+    )
+    return LeanChatCompletionsModel(
+        settings.model_name,
+        base_url=str(client.base_url),
+        api_key=client.api_key,
+        http=http,
+        streaming=streaming,
+        max_retries=settings.llm_max_retries,
+    )
 
 
 def configure_tracing(settings: Settings) -> None:

@@ -29,6 +29,7 @@ from agents import Agent, MaxTurnsExceeded, Runner, RunResult, RunResultStreamin
 from agents.exceptions import AgentsException, ModelBehaviorError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from backend.agent.chat_model import ProviderError
 from backend.agent.context import TurnContext
 from backend.auth import User
 from backend.chat import repository
@@ -114,6 +115,13 @@ def provider_error(exc: BaseException) -> AppError:
     """Map a model-provider failure to what the client sees."""
     if isinstance(exc, TimeoutError):
         return GatewayTimeout()
+    if isinstance(exc, ProviderError):
+        if exc.status == 429 and exc.retry_after and exc.retry_after.strip().isdigit():
+            return RateLimited(
+                "The AI service is rate limited; retry later",
+                retry_after=max(1, int(exc.retry_after)),
+            )
+        return ServiceUnavailable(AI_UNAVAILABLE)
     if isinstance(exc, openai.RateLimitError):
         retry_after = exc.response.headers.get("retry-after") if exc.response is not None else None
         if retry_after and retry_after.strip().isdigit():
@@ -125,7 +133,9 @@ def provider_error(exc: BaseException) -> AppError:
 
 
 def _is_provider_failure(exc: BaseException) -> bool:
-    return isinstance(exc, (openai.OpenAIError, TimeoutError, ModelBehaviorError, AgentsException))
+    return isinstance(
+        exc, (openai.OpenAIError, ProviderError, TimeoutError, ModelBehaviorError, AgentsException)
+    )
 
 
 def _synthetic_items(tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
