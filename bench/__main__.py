@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import psycopg
 
@@ -48,7 +49,7 @@ class Sizes:
     w3_latency_ms: float = 500
     w4_long: int = 400
     w4_short: int = 10
-    w4_samples: int = 20
+    w4_samples: int = 40
     warmup: int = 20
 
 
@@ -154,39 +155,44 @@ class Bench:
         self.pid = pid
         self.key = load_or_create_dev_key(data_dir)
         self.db_url = db_url
-        self.http = httpx.AsyncClient(
-            base_url=base,
-            timeout=60,
-            limits=httpx.Limits(max_connections=500, max_keepalive_connections=500),
-        )
+        # aiohttp, not httpx: httpcore's pool costs O(connections) per request, and the load
+        # generator shares this machine's two cores with the server.
+        self.http: aiohttp.ClientSession | None = None
 
     def headers(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {mint_token(self.key, user)}"}
 
     async def latency(self, ms: float) -> None:
-        async with httpx.AsyncClient() as c:
-            await c.put(f"{self.stub}/_control", json={"latency_ms": ms})
+        async with self.session().put(f"{self.stub}/_control", json={"latency_ms": ms}) as r:
+            r.raise_for_status()
+
+    def session(self) -> aiohttp.ClientSession:
+        if self.http is None:
+            self.http = aiohttp.ClientSession(
+                base_url=self.base,
+                connector=aiohttp.TCPConnector(limit=500),
+                timeout=aiohttp.ClientTimeout(total=60),
+            )
+        return self.http
 
     async def turn(
         self, run: Run, headers: dict[str, str], message: str, conversation: str | None
     ) -> str | None:
         started = time.perf_counter()
+        body = {"message": message, "conversation_id": conversation}
         try:
-            r = await self.http.post(
-                "/api/chat",
-                json={"message": message, "conversation_id": conversation},
-                headers=headers,
-            )
-        except httpx.HTTPError as exc:
+            async with self.session().post("/api/chat", json=body, headers=headers) as r:
+                status, raw = r.status, await r.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             run.errors += 1
             run.error_samples.append(type(exc).__name__)
             return conversation
         run.latencies.append((time.perf_counter() - started) * 1000)
-        if r.status_code != 200:
+        if status != 200:
             run.errors += 1
-            run.error_samples.append(f"{r.status_code} {r.text[:120]}")
+            run.error_samples.append(f"{status} {raw[:120]!r}")
             return conversation
-        return str(r.json()["conversation_id"])
+        return str(json.loads(raw)["conversation_id"])
 
     async def user(self, run: Run, name: str, turns: int) -> None:
         headers = self.headers(name)
@@ -214,7 +220,8 @@ class Bench:
         wrong = 0
         for u in range(users):
             name = f"{prefix}-{u}"
-            tasks = (await self.http.get("/api/tasks", headers=self.headers(name))).json()["tasks"]
+            async with self.session().get("/api/tasks", headers=self.headers(name)) as r:
+                tasks = (await r.json())["tasks"]
             if sorted(t["title"] for t in tasks) != sorted(
                 f"{name} task {n}" for n in range(turns)
             ):
@@ -345,6 +352,7 @@ async def drive(bench: Bench, sizes: Sizes, only: set[str]) -> dict[str, Any]:
             "latency_ratio": round(statistics.mean(l_lat) / max(statistics.mean(s_lat), 0.01), 2),
         }
     results["server_rss_mb_end"] = round(rss_mb(bench.pid), 1)
+    await bench.session().close()
     return results
 
 
