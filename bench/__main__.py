@@ -329,6 +329,7 @@ async def drive(bench: Bench, sizes: Sizes, only: set[str]) -> dict[str, Any]:
             ),
             "errors": run.errors,
             "rss_mb_peak": round(peak, 1),
+            "cpu_ms_per_turn": round(cpu / (sizes.w3_users * sizes.w3_turns), 2),
             "error_samples": run.error_samples[:3],
         }
         await bench.latency(0)
@@ -403,7 +404,8 @@ def main() -> None:
             LLM_BASE_URL=f"http://127.0.0.1:{stub_port}/v1",
             LLM_API_KEY="bench",
             LLM_MODEL="stub-model",
-            RATE_LIMIT_REQUESTS="0",
+            # Rate limiting stays on (its cost is part of a turn) with a limit the load never reaches.
+            RATE_LIMIT_REQUESTS="1000000",
             LOG_LEVEL="WARNING",
         )
         server = start(

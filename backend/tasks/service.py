@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.errors import InvalidInput, NotFound
@@ -63,12 +63,15 @@ def _check_id(task_id: Any) -> int:
 async def create_task(
     session: AsyncSession, user_id: str, title: Any, description: Any = None
 ) -> Task:
-    task = Task(
-        user_id=user_id, title=clean_title(title), description=clean_description(description)
+    # A plain INSERT ... RETURNING: the ORM unit of work costs more CPU than the statement.
+    result = await session.execute(
+        insert(Task)
+        .values(
+            user_id=user_id, title=clean_title(title), description=clean_description(description)
+        )
+        .returning(Task)
     )
-    session.add(task)
-    await session.flush()
-    return task
+    return result.scalar_one()
 
 
 async def list_tasks(
