@@ -31,6 +31,8 @@ from openai.types.responses import (
     ResponseOutputText,
 )
 
+from backend.agent.items import text_of
+
 _ids = itertools.count(1)
 _RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
 
@@ -42,14 +44,6 @@ class ProviderError(Exception):
         super().__init__(f"model provider error {status}")
         self.status = status
         self.retry_after = retry_after
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
 
 
 def to_messages(items: list[Any], gemini: bool) -> list[dict[str, Any]]:
@@ -88,9 +82,9 @@ def to_messages(items: list[Any], gemini: bool) -> list[dict[str, Any]]:
                 }
             )
         elif item.get("role") in ("user", "system", "developer"):
-            messages.append({"role": item["role"], "content": _text(item.get("content"))})
+            messages.append({"role": item["role"], "content": text_of(item.get("content"))})
         elif item.get("role") == "assistant":
-            messages.append({"role": "assistant", "content": _text(item.get("content"))})
+            messages.append({"role": "assistant", "content": text_of(item.get("content"))})
     return messages
 
 

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from backend.agent.items import text_of
+
 HELP = (
     "I'm the built-in offline assistant (rule-based, not an AI model). I can add, list, "
     'complete, rename and delete your tasks. Try "add a task to buy milk", "show my tasks", '
@@ -65,14 +67,6 @@ _FILLER = {
 _PRONOUNS = {"it", "that", "this", "that one", "this one", "that task", "this task"}
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
-
-
 def _clean(text: str) -> str:
     return text.strip().strip(".!?\"'").strip()
 
@@ -96,7 +90,7 @@ class _Turn:
 
 def _read(items: list[Any]) -> _Turn:
     last_user = max((i for i, it in enumerate(items) if it.get("role") == "user"), default=-1)
-    message = _text_of(items[last_user].get("content")) if last_user >= 0 else ""
+    message = text_of(items[last_user].get("content")) if last_user >= 0 else ""
     calls: dict[str, tuple[str, dict[str, Any]]] = {}
     results = []
     earlier: list[int] = []

@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 import tiktoken
 
+from backend.agent.items import text_of
+
 
 @lru_cache(maxsize=1)
 def _encoding() -> tiktoken.Encoding:
@@ -31,16 +33,6 @@ def count_tokens(text: str, items: Sequence[dict[str, Any]] | None = None) -> in
     return tokens + 4  # per-message framing, as the Chat Completions format adds
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            part.get("text", "") for part in content if isinstance(part, dict) and "text" in part
-        )
-    return ""
-
-
 def replay_items(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """A stored turn's items, made safe to send again on the Chat Completions path.
 
@@ -51,7 +43,7 @@ def replay_items(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for item in items:
         if item.get("role") == "assistant" and item.get("type", "message") == "message":
-            text = _text_of(item.get("content"))
+            text = text_of(item.get("content"))
             if text:
                 out.append({"role": "assistant", "content": text})
         elif item.get("type") in ("function_call", "function_call_output"):
