@@ -35,7 +35,8 @@ from backend.config import Settings, get_settings
 from backend.db import create_engine, resolve_database_url, session_factory
 from backend.errors import install_error_handlers
 from backend.logging import configure_logging
-from backend.mcp.server import MCPEndpoint, build_mcp_server
+from backend.mcp.auth import MCPEndpoint
+from backend.mcp.server import build_mcp_server
 from backend.middleware import RequestContextMiddleware
 from backend.reliability.idempotency import IdempotencyStore
 from backend.reliability.ratelimit import (
@@ -220,7 +221,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     mcp_endpoint = MCPEndpoint(app)
     for path in ("/mcp", "/mcp/"):
         app.router.routes.append(
-            Route(path, mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+            Route(path, mcp_endpoint, methods=["POST"], include_in_schema=False)
         )
     if settings.cors_origins:
         wildcard = settings.cors_origins == ["*"]

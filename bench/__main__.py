@@ -50,7 +50,7 @@ class Sizes:
     w4_long: int = 400
     w4_short: int = 10
     w4_samples: int = 40
-    warmup: int = 20
+    warmup: int = 60
 
 
 SMOKE = Sizes(

@@ -56,6 +56,15 @@ class ChatRuntime:
     background: set[asyncio.Task[None]] = field(default_factory=set)
     """Streaming turns still running (kept referenced; awaited at shutdown)."""
 
+    def agent_for_run(self) -> Agent[TurnContext]:
+        """A shallow clone for one run: the same tools and model, its own identity.
+
+        The SDK checks every concurrent run of one Agent object against all the others (to detect
+        tools changing mid-run), which costs O(concurrent runs) per step; a clone per run keeps
+        that check O(1). The clone holds nothing per user.
+        """
+        return self.agent.clone()
+
 
 @dataclass
 class Turn:
@@ -221,14 +230,14 @@ async def execute_turn(
         async with asyncio.timeout(settings.chat_timeout_seconds):
             if emit is None:
                 result: RunResult | RunResultStreaming = await Runner.run(
-                    rt.agent,
+                    rt.agent_for_run(),
                     cast(Any, turn.history),
                     context=ctx,
                     max_turns=settings.agent_max_turns,
                 )
             else:
                 result = Runner.run_streamed(
-                    rt.agent,
+                    rt.agent_for_run(),
                     cast(Any, turn.history),
                     context=ctx,
                     max_turns=settings.agent_max_turns,

@@ -85,7 +85,7 @@ class TaskChatKitServer(ChatKitServer[ChatKitContext]):
             user_id=context.user.id, sessions=rt.sessions, token=context.user.token, events=on_tool
         )
         result = Runner.run_streamed(
-            rt.agent,
+            rt.agent_for_run(),
             cast(Any, to_input_items(rows)),
             context=turn,
             max_turns=settings.agent_max_turns,

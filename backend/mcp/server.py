@@ -1,109 +1,96 @@
 """The MCP server: the agent's five task tools, served statelessly over Streamable HTTP at `/mcp`.
 
-Every request is authenticated with the same bearer tokens as `/api/*` before any MCP handling;
-the user reaches the tools only through a context variable set from the verified token. Tool
-schemas are the agent's own (`TOOL_SPECS`): no user parameter. A failed action (unknown task,
-invalid title) is an MCP tool error (`isError: true`) with the same message the agent sees.
+The tools are thin adapters over `tasks.actions`, like the agent's: same names, the agent's
+hand-written schemas (`TOOL_SPECS`: plain JSON schema, no user parameter), the same result dicts
+(as JSON text and as `structuredContent`) and the same error messages, as an MCP tool error
+(`isError: true`) rather than a protocol error. The user comes only from the verified token
+(`auth.caller`); tasks are read and written through `app.state.sessions`.
 """
 
 from __future__ import annotations
 
-from contextvars import ContextVar
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
-from starlette.types import Receive, Scope, Send
+from mcp.types import CallToolResult, TextContent
 
 from backend.agent.tools import TOOL_SPECS
-from backend.auth import TokenVerifier, User
-from backend.errors import AppError, Unauthorized, error_response
+from backend.errors import AppError
+from backend.mcp.auth import McpContext, caller
 from backend.tasks import actions
 
-_current_user: ContextVar[User] = ContextVar("mcp_user")
+# Argument values are typed `Any` on purpose: the task service checks them (titles, ids, status)
+# and words its errors the same way for the agent and for MCP clients. The published schemas
+# come from TOOL_SPECS; only required-ness is enforced from these signatures.
+
+
+async def add_task(ctx: McpContext, title: Any, description: Any = None) -> CallToolResult:
+    return await _run(ctx, "add_task", title=title, description=description)
+
+
+async def list_tasks(ctx: McpContext, status: Any = "all") -> CallToolResult:
+    return await _run(ctx, "list_tasks", status=status)
+
+
+async def complete_task(ctx: McpContext, task_id: Any) -> CallToolResult:
+    return await _run(ctx, "complete_task", task_id=task_id)
+
+
+async def update_task(
+    ctx: McpContext, task_id: Any, title: Any = None, description: Any = None
+) -> CallToolResult:
+    return await _run(ctx, "update_task", task_id=task_id, title=title, description=description)
+
+
+async def delete_task(ctx: McpContext, task_id: Any) -> CallToolResult:
+    return await _run(ctx, "delete_task", task_id=task_id)
+
+
+async def _run(ctx: McpContext, name: str, **arguments: Any) -> CallToolResult:
+    try:
+        user = caller(ctx)
+        result = await actions.ACTIONS[name](_sessions(ctx), user.id, **arguments)
+    except AppError as exc:
+        # Returned, not raised: the SDK would prefix "Error executing tool <name>: ".
+        return CallToolResult(content=[TextContent(type="text", text=exc.detail)], is_error=True)
+    text = orjson.dumps(result).decode()
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=result)
+
+
+def _sessions(ctx: McpContext) -> actions.Sessions:
+    request = ctx.request_context.request
+    assert request is not None  # caller() has checked it
+    sessions: actions.Sessions = request.app.state.sessions
+    return sessions
+
+
+def _tool(fn: Any) -> Tool:
+    spec = TOOL_SPECS[fn.__name__]
+    tool = Tool.from_function(fn, description=spec["description"], structured_output=False)
+    # Publish the agent's schema rather than the one pydantic derives from the signature.
+    return tool.model_copy(update={"parameters": spec["parameters"]})
 
 
 def build_mcp_server(app: FastAPI) -> MCPServer:
-    server = MCPServer(
-        name="task-assistant",
-        instructions="Manage the signed-in user's to-do list: add, list, complete, update and delete tasks.",
+    """A fresh server per app: its session manager can run only once (started in the lifespan)."""
+    server: MCPServer = MCPServer(
+        name=app.title,
+        version=app.version,
+        instructions=(
+            "Manage the signed-in user's to-do list: add, list, complete, update and delete tasks."
+        ),
+        tools=[_tool(fn) for fn in (add_task, list_tasks, complete_task, update_task, delete_task)],
     )
-
-    async def call(name: str, **arguments: Any) -> dict[str, Any]:
-        user = _current_user.get()
-        try:
-            return await actions.ACTIONS[name](app.state.sessions, user.id, **arguments)
-        except AppError as exc:
-            raise ToolError(exc.detail) from None
-
-    async def add_task(title: str, description: str | None = None) -> dict[str, Any]:
-        return await call("add_task", title=title, description=description)
-
-    async def list_tasks(status: str = "all") -> dict[str, Any]:
-        return await call("list_tasks", status=status)
-
-    async def complete_task(task_id: int) -> dict[str, Any]:
-        return await call("complete_task", task_id=task_id)
-
-    async def update_task(
-        task_id: int, title: str | None = None, description: str | None = None
-    ) -> dict[str, Any]:
-        return await call("update_task", task_id=task_id, title=title, description=description)
-
-    async def delete_task(task_id: int) -> dict[str, Any]:
-        return await call("delete_task", task_id=task_id)
-
-    for fn in (add_task, list_tasks, complete_task, update_task, delete_task):
-        spec = TOOL_SPECS[fn.__name__]
-        server.add_tool(
-            fn, name=fn.__name__, description=spec["description"], structured_output=False
-        )
-        # Publish the agent's hand-written schema (plain types, descriptions, no user parameter).
-        tool = server._tool_manager.get_tool(fn.__name__)
-        assert tool is not None
-        tool.parameters = spec["parameters"]
-    # Bearer tokens, not cookies, authenticate every request, so DNS rebinding gains an
-    # attacker nothing; the Host check would only break deployments behind real domains.
+    # Stateless with JSON responses: no session to keep, so any replica can answer any request.
     server.streamable_http_app(
         stateless_http=True,
         json_response=True,
+        # Requests carry bearer tokens, never cookies, so DNS rebinding gains an attacker
+        # nothing; the SDK's Host allow-list would only break deployments behind real domains.
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
     return server
-
-
-class MCPEndpoint:
-    """ASGI endpoint for `/mcp`: verify the bearer token, then hand over to the MCP transport."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        verifier: TokenVerifier = self.app.state.verifier
-        token = _bearer(scope)
-        try:
-            if not token:
-                raise Unauthorized("Missing bearer token")
-            user = await verifier.verify(token)
-        except AppError as exc:
-            response = error_response(exc.status, exc.body(), exc.headers)
-            await response(scope, receive, send)
-            return
-        scope.setdefault("state", {})["user_id"] = user.id
-        reset = _current_user.set(user)
-        try:
-            server: MCPServer = self.app.state.mcp
-            await server.session_manager.handle_request(scope, receive, send)
-        finally:
-            _current_user.reset(reset)
-
-
-def _bearer(scope: Scope) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == b"authorization":
-            scheme, _, credentials = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and credentials.strip():
-                return credentials.strip()
-    return None

@@ -1,0 +1,63 @@
+"""Bearer authentication for `/mcp`, in front of the MCP transport.
+
+`MCPEndpoint` verifies the token exactly like `/api/*` and answers 401 (our JSON error shape,
+`WWW-Authenticate: Bearer`) before the MCP SDK sees the request. The verified `User` travels in
+the ASGI scope's state; the SDK hands each tool that request (`ctx.request_context.request`),
+and `caller(ctx)` reads the user back. Nothing the client writes in MCP messages can change it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from mcp.server.mcpserver import Context, MCPServer
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+from backend.auth import TokenVerifier, User
+from backend.errors import AppError, Unauthorized, error_response
+
+McpContext = Context[Any, Request]
+"""What a tool receives: on Streamable HTTP its `request_context.request` is the HTTP request."""
+
+
+class MCPEndpoint:
+    """ASGI endpoint for `/mcp`: verify the bearer token, then hand over to the MCP transport."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        verifier: TokenVerifier = self.app.state.verifier
+        token = _bearer(scope)
+        try:
+            if not token:
+                raise Unauthorized("Missing bearer token")
+            user = await verifier.verify(token)
+        except AppError as exc:  # Unauthorized, or ServiceUnavailable when the JWKS is down
+            await error_response(exc.status, exc.body(), exc.headers)(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["user"] = user
+        state["user_id"] = user.id  # for the access log
+        server: MCPServer = self.app.state.mcp
+        await server.session_manager.handle_request(scope, receive, send)
+
+
+def caller(ctx: McpContext) -> User:
+    """The verified user of the MCP request a tool is serving; fails closed without one."""
+    request = ctx.request_context.request
+    user = getattr(request.state, "user", None) if request is not None else None
+    if not isinstance(user, User):
+        raise Unauthorized()
+    return user
+
+
+def _bearer(scope: Scope) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                return credentials.strip()
+    return None
