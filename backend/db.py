@@ -44,10 +44,9 @@ def embedded_database_url(data_dir: Path) -> str:
 
     pgdata = (data_dir / "pg").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    pgserver.get_server(pgdata, cleanup_mode="stop")  # stops when the last process using it exits
     log.info("embedded PostgreSQL running in %s", pgdata)
-    socket_dir = quote(str(pgdata), safe="")
-    return f"postgresql+psycopg://postgres@/postgres?host={socket_dir}" if server else ""
+    return f"postgresql+psycopg://postgres@/postgres?host={quote(str(pgdata), safe='')}"
 
 
 def resolve_database_url(settings: Settings) -> str:
