@@ -112,6 +112,12 @@ def database(tmp: Path) -> Any:
     finally:
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if not os.environ.get("BENCH_DATABASE_URL"):
+            # Stop the embedded server now: its atexit hook runs after `tmp` is deleted, when
+            # `pg_ctl stop` can no longer find the data directory and postgres lingers.
+            import pgserver
+
+            pgserver.get_server((tmp / "pg").resolve()).cleanup()
 
 
 def start(cmd: list[str], env: dict[str, str], stack: ExitStack) -> subprocess.Popen[bytes]:

@@ -12,12 +12,14 @@ import httpx2
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CallToolResult
 
+from backend.agent.tools import TOOL_SPECS
 from backend.config import Settings
 from backend.main import create_app
 from tests.conftest import serving
 
-TOOLS = {"add_task", "list_tasks", "complete_task", "update_task", "delete_task"}
+MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 
 
 @pytest.fixture
@@ -27,33 +29,42 @@ async def base_url(settings: Settings) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def mcp_session(base_url: str, token: str) -> AsyncIterator[ClientSession]:
+async def mcp_session(
+    base_url: str, token: str, path: str = "/mcp"
+) -> AsyncIterator[ClientSession]:
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
-    async with http, streamable_http_client(f"{base_url}/mcp", http_client=http) as streams:
+    async with http, streamable_http_client(f"{base_url}{path}", http_client=http) as streams:
         read, write = streams[0], streams[1]
         async with ClientSession(read, write) as session:
             await session.initialize()
             yield session
 
 
-def _result(result: Any) -> Any:
-    text = result.content[0].text
-    return text if result.is_error else json.loads(text)
+def ok(result: CallToolResult) -> Any:
+    """A successful call's result dict: the same as JSON text and as structured content."""
+    assert not result.is_error, result.content
+    assert json.loads(result.content[0].text) == result.structured_content  # type: ignore[union-attr]
+    return result.structured_content
 
 
-async def test_tools_listed_without_user_parameter(
-    base_url: str, token_for: Callable[..., str]
+def error(result: CallToolResult) -> str:
+    assert result.is_error and result.structured_content is None
+    return result.content[0].text  # type: ignore[union-attr,no-any-return]
+
+
+@pytest.mark.parametrize("path", ["/mcp", "/mcp/"])
+async def test_tools_are_the_agents_tools(
+    base_url: str, token_for: Callable[..., str], path: str
 ) -> None:
-    async with mcp_session(base_url, token_for("alice")) as session:
+    async with mcp_session(base_url, token_for("alice"), path) as session:
         tools = (await session.list_tools()).tools
-    assert {t.name for t in tools} == TOOLS
+    assert {t.name: (t.description, t.input_schema) for t in tools} == {
+        name: (spec["description"], spec["parameters"]) for name, spec in TOOL_SPECS.items()
+    }
     for tool in tools:
         schema = json.dumps(tool.input_schema)
-        assert (
-            "user" not in schema.lower()
-            and "$ref" not in schema
-            and "additionalProperties" not in schema
-        )
+        for word in ("user", "$ref", "$schema", "additionalProperties"):
+            assert word not in schema
 
 
 async def test_every_tool_changes_what_rest_shows(
@@ -61,87 +72,156 @@ async def test_every_tool_changes_what_rest_shows(
 ) -> None:
     async with (
         mcp_session(base_url, token_for("alice")) as session,
-        httpx.AsyncClient(base_url=base_url) as rest,
+        httpx.AsyncClient(base_url=base_url, headers=alice) as rest,
     ):
-        added = _result(
+        added = ok(
             await session.call_tool("add_task", {"title": "Buy milk", "description": "2 litres"})
         )
-        assert added["status"] == "created" and added["title"] == "Buy milk"
         task_id = added["task_id"]
-        listed = (await rest.get("/api/tasks", headers=alice)).json()["tasks"]
-        assert [(t["id"], t["description"]) for t in listed] == [(task_id, "2 litres")]
+        assert added == {"task_id": task_id, "status": "created", "title": "Buy milk"}
+        listed = (await rest.get("/api/tasks")).json()["tasks"]
+        assert [(t["id"], t["title"], t["description"]) for t in listed] == [
+            (task_id, "Buy milk", "2 litres")
+        ]
 
-        assert (
-            _result(await session.call_tool("list_tasks", {"status": "pending"}))["tasks"][0]["id"]
-            == task_id
-        )
-        assert (
-            _result(
-                await session.call_tool("update_task", {"task_id": task_id, "title": "Oat milk"})
-            )["title"]
-            == "Oat milk"
-        )
-        assert (
-            _result(await session.call_tool("complete_task", {"task_id": task_id}))["status"]
-            == "completed"
-        )
-        task = (await rest.get(f"/api/tasks/{task_id}", headers=alice)).json()
-        assert task["title"] == "Oat milk" and task["completed"] is True
-        assert (
-            _result(await session.call_tool("list_tasks", {"status": "completed"}))["tasks"][0][
-                "title"
+        pending = ok(await session.call_tool("list_tasks", {"status": "pending"}))
+        assert pending == {
+            "tasks": [
+                {"id": task_id, "title": "Buy milk", "description": "2 litres", "completed": False}
             ]
-            == "Oat milk"
+        }
+
+        updated = ok(
+            await session.call_tool("update_task", {"task_id": task_id, "title": "Oat milk"})
         )
-        assert (
-            _result(await session.call_tool("delete_task", {"task_id": task_id}))["status"]
-            == "deleted"
-        )
-        assert (await rest.get(f"/api/tasks/{task_id}", headers=alice)).status_code == 404
+        assert updated == {
+            "task_id": task_id,
+            "status": "updated",
+            "title": "Oat milk",
+            "description": "2 litres",
+        }
+        assert (await rest.get(f"/api/tasks/{task_id}")).json()["title"] == "Oat milk"
+
+        completed = ok(await session.call_tool("complete_task", {"task_id": task_id}))
+        assert completed == {"task_id": task_id, "status": "completed", "title": "Oat milk"}
+        assert (await rest.get(f"/api/tasks/{task_id}")).json()["completed"] is True
+        assert ok(await session.call_tool("list_tasks", {"status": "pending"})) == {"tasks": []}
+
+        deleted = ok(await session.call_tool("delete_task", {"task_id": task_id}))
+        assert deleted == {"task_id": task_id, "status": "deleted", "title": "Oat milk"}
+        assert (await rest.get(f"/api/tasks/{task_id}")).status_code == 404
+        assert ok(await session.call_tool("list_tasks", {})) == {"tasks": []}
 
 
-async def test_tool_errors_are_tool_errors(base_url: str, token_for: Callable[..., str]) -> None:
+async def test_failed_actions_are_tool_errors_worded_like_the_agents(
+    base_url: str, token_for: Callable[..., str]
+) -> None:
     async with mcp_session(base_url, token_for("alice")) as session:
-        missing = await session.call_tool("complete_task", {"task_id": 987654})
-        assert missing.is_error and "Task 987654 not found" in _result(missing)
-        bad = await session.call_tool("add_task", {"title": "   "})
-        assert bad.is_error and "title: must not be empty" in _result(bad)
-        # the session still works after errors
-        assert not (await session.call_tool("list_tasks", {})).is_error
+        assert error(await session.call_tool("complete_task", {"task_id": 987654})) == (
+            "Task 987654 not found"
+        )
+        assert error(await session.call_tool("add_task", {"title": "   "})) == (
+            "title: must not be empty"
+        )
+        assert error(await session.call_tool("add_task", {"title": "x" * 201})) == (
+            "title: must be at most 200 characters"
+        )
+        assert error(await session.call_tool("update_task", {"task_id": "abc"})) == (
+            "title: give a new title or description"
+        )
+        assert error(await session.call_tool("delete_task", {"task_id": "abc"})) == (
+            "task_id: must be an integer task id"
+        )
+        assert "task_id" in error(await session.call_tool("complete_task", {}))
+        # the session still works after errors, and nothing was created
+        assert ok(await session.call_tool("list_tasks", {})) == {"tasks": []}
 
 
 async def test_two_users_are_isolated(
     base_url: str, token_for: Callable[..., str], alice: dict[str, str]
 ) -> None:
     async with mcp_session(base_url, token_for("alice")) as a:
-        task_id = _result(await a.call_tool("add_task", {"title": "alice only"}))["task_id"]
+        task_id = ok(await a.call_tool("add_task", {"title": "alice only"}))["task_id"]
     async with mcp_session(base_url, token_for("bob")) as b:
-        assert _result(await b.call_tool("list_tasks", {})) == {"tasks": []}
+        assert ok(await b.call_tool("list_tasks", {})) == {"tasks": []}
         for name, args in [
             ("complete_task", {"task_id": task_id}),
             ("update_task", {"task_id": task_id, "title": "pwned"}),
             ("delete_task", {"task_id": task_id}),
         ]:
-            result = await b.call_tool(name, args)
-            assert result.is_error and f"Task {task_id} not found" in _result(result)
-    async with httpx.AsyncClient(base_url=base_url) as rest:
-        task = (await rest.get(f"/api/tasks/{task_id}", headers=alice)).json()
-    assert task["title"] == "alice only" and task["completed"] is False
+            assert error(await b.call_tool(name, args)) == f"Task {task_id} not found"
+        # arguments cannot name another user
+        ok(await b.call_tool("add_task", {"title": "bob's", "user_id": "alice"}))
+    async with httpx.AsyncClient(base_url=base_url, headers=alice) as rest:
+        tasks = (await rest.get("/api/tasks")).json()["tasks"]
+    assert [(t["id"], t["title"], t["completed"]) for t in tasks] == [
+        (task_id, "alice only", False)
+    ]
 
 
-@pytest.mark.parametrize("auth", [None, "Bearer garbage", "Bearer", "Basic YTpi"])
-async def test_401_before_any_mcp_handling(base_url: str, auth: str | None) -> None:
-    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
-    if auth is not None:
+async def test_one_request_calls_act_for_the_tokens_user(
+    base_url: str, token_for: Callable[..., str]
+) -> None:
+    """Stateless: a tools/call needs no session, on the handshake and the 2026-07-28 protocol."""
+    async with mcp_session(base_url, token_for("alice")) as a:
+        ok(await a.call_tool("add_task", {"title": "alice only"}))
+    call = {"name": "list_tasks", "arguments": {}}
+    modern_meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    requests = [
+        ({"MCP-Protocol-Version": "2025-11-25"}, call),
+        (
+            {
+                "MCP-Protocol-Version": "2026-07-28",
+                "Mcp-Method": "tools/call",
+                "Mcp-Name": "list_tasks",
+            },
+            {**call, "_meta": modern_meta},
+        ),
+    ]
+    async with httpx.AsyncClient(base_url=base_url, headers=MCP_HEADERS) as http:
+        for headers, params in requests:
+            titles = {}
+            for user in ("alice", "bob"):
+                r = await http.post(
+                    "/mcp",
+                    json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params},
+                    headers={**headers, "Authorization": f"Bearer {token_for(user)}"},
+                )
+                assert r.status_code == 200, r.text
+                result = r.json()["result"]
+                titles[user] = [t["title"] for t in result["structuredContent"]["tasks"]]
+            assert titles == {"alice": ["alice only"], "bob": []}
+
+
+@pytest.mark.parametrize("auth", [None, "Bearer garbage", "Bearer", "Basic YTpi", "expired"])
+async def test_401_before_any_mcp_handling(
+    base_url: str, token_for: Callable[..., str], auth: str | None
+) -> None:
+    headers = dict(MCP_HEADERS)
+    if auth == "expired":
+        headers["Authorization"] = f"Bearer {token_for('alice', ttl_seconds=-3600)}"
+    elif auth is not None:
         headers["Authorization"] = auth
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
     async with httpx.AsyncClient(base_url=base_url) as http:
         for path in ("/mcp", "/mcp/"):
             r = await http.post(path, json=body, headers=headers)
             assert r.status_code == 401
-            assert r.json()["code"] == "unauthorized" and r.headers["www-authenticate"].startswith(
-                "Bearer"
-            )
+            assert r.json()["code"] == "unauthorized" and set(r.json()) == {"detail", "code"}
+            assert r.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_no_stream_or_session_endpoints_on_a_stateless_server(
+    base_url: str, alice: dict[str, str]
+) -> None:
+    """GET would open an SSE stream that nothing can ever write to (and that holds up shutdown)."""
+    async with httpx.AsyncClient(base_url=base_url, headers=alice, timeout=5) as http:
+        for method in ("GET", "DELETE"):
+            r = await http.request(method, "/mcp", headers={"Accept": "text/event-stream"})
+            assert r.status_code == 405 and r.headers["allow"] == "POST"
 
 
 @pytest.mark.parametrize("transport", ["inprocess", "mcp"])
