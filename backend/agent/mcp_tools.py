@@ -49,6 +49,6 @@ class McpToolClient:
             raise ServiceUnavailable("Task tools temporarily unavailable") from exc
         text = "".join(getattr(part, "text", "") for part in result.content)
         if result.is_error:
-            raise RemoteToolError(text.removeprefix(f"Error executing tool {name}: "))
+            raise RemoteToolError(text)
         parsed = json.loads(text)
         return parsed if isinstance(parsed, dict) else {"result": parsed}
