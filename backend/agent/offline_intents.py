@@ -1,241 +1,379 @@
-"""What the offline model understands: plain task requests, parsed with a few patterns.
+"""What the offline model understands: plain task requests, read by rules, and the conversation.
 
-`plan(history)` looks at the conversation (model input items) and returns the next step:
-tool calls to make, or the text to answer. It is stateless: everything it needs is in the items.
+`parse(message)` turns the user's words into an `Intent` (tolerant of case, punctuation, polite
+padding and a few wordings per request); `read(items)` pulls out of the model input items what a
+decision needs: the last user message, the tool calls made since, and the task ids the previous
+tool result named. Pure functions over plain dicts, no SDK types; `offline.py` decides and speaks.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from backend.agent.items import text_of
 
-HELP = (
-    "I'm the built-in offline assistant (rule-based, not an AI model). I can add, list, "
-    'complete, rename and delete your tasks. Try "add a task to buy milk", "show my tasks", '
-    '"show completed tasks", "mark the milk task as done", "rename task 3 to call mom" or '
-    '"delete the milk task".'
-)
+Action = Literal["add", "list", "complete", "rename", "delete", "reopen", "greet", "thanks", "help"]
 
 
-@dataclass
-class Step:
-    """The next thing to do: call tools, or answer with text."""
+@dataclass(frozen=True)
+class Target:
+    """The task a request is about, as the user named it."""
 
-    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    task_id: int | None = None
+    """An id the user typed: "task 3", "#3"."""
+    pronoun: bool = False
+    """"it", "that one": the single task the previous tool result named."""
+    phrase: str = ""
+    """Words naming the task ("milk"), matched against titles after a list_tasks."""
+
+
+@dataclass(frozen=True)
+class Intent:
+    action: Action
     text: str = ""
+    """add: the title; rename: the new title (or description)."""
+    description: str | None = None
+    """add: optional details."""
+    status: str = "all"
+    """list: all, pending or completed."""
+    target: Target = field(default_factory=Target)
+    """complete, rename, delete: which task."""
+    field: str = "title"
+    """rename: the field that changes, "title" or "description"."""
 
 
-_ID = r"(?:task\s*)?#?(\d+)"
-_ADD = re.compile(
-    r"^(?:please\s+)?(?:add|create|new|remind me to|remember to|i need to)\b\s*(?:a\s+)?(?:new\s+)?(?:task|todo|to-do|item)?\s*(?:to|:|-|called|named)?\s*(.+)$",
+# --- parsing the user's message ------------------------------------------------------------
+
+_NOUN = r"(?:task|todo|to-do|item|reminder|entry)s?"
+_GREETING = re.compile(
+    r"(?:hi|hello|hey|hiya|howdy|yo|greetings|good (?:morning|afternoon|evening))(?: there)?", re.I
+)
+_THANKS = re.compile(r"(?:ok(?:ay)?,? )?(?:thanks|thank you|thx|cheers)(?: a lot| so much)?", re.I)
+_PREFIX = re.compile(
+    r"^(?:(?:hi|hello|hey|ok|okay|so|now|and|also|then|please|pls|kindly|can you|could you|"
+    r"would you|will you|i want to|i'd like to|i would like to|i wanna|let's|lets)\b[\s,!.:;-]*)+",
     re.I,
 )
-_LIST = re.compile(
-    r"\b(show|list|what|see|display|view|get)\b.*\b(tasks?|todos?|list|to-dos?|left|pending|completed|done)\b",
+_SUFFIX = re.compile(r"[\s,]+(?:please|pls|thanks|thank you)$", re.I)
+_RENAME = re.compile(
+    r"^(?:rename|retitle|change|update|edit|modify)\s+(?P<target>.+?)\s+(?:to|into|as)\s+(?P<new>.+)$",
+    re.I,
+)
+_FIELD_FIRST = re.compile(
+    r"^(?:the\s+)?(title|name|description|details|notes?)\s+(?:of|for|on)\s+(.+)$", re.I
+)
+_FIELD_LAST = re.compile(r"^(.+?)(?:'s)?\s+(title|name|description|details|notes?)$", re.I)
+_DELETE = re.compile(
+    r"^(?:delete|remove|drop|erase|trash|discard|cancel|scrap|get rid of|forget about)\s+(?P<target>.+?)"
+    rf"(?:\s+(?:from|off)\s+(?:my|the)\s+(?:(?:task|todo|to-do)\s+)?(?:list|{_NOUN}))?$",
     re.I,
 )
 _COMPLETE = re.compile(
-    r"^(?:please\s+)?(?:mark|complete|finish|check off|tick off|close|i (?:have )?(?:finished|completed|done))\b\s*(?:the\s+)?(.*?)(?:\s+(?:task|todo|item))?\s*(?:as\s+)?(?:done|complete|completed|finished)?$",
+    r"^(?:mark|complete|finish|check off|check|tick off|tick|cross off|cross out|cross|close|"
+    r"resolve|(?:i(?:'ve| have)?|just)\s+(?:finished|completed|done|did)|i'm done with|"
+    r"i am done with|im done with|done with|finished)\s+(?P<target>.+)$",
     re.I,
 )
-_RENAME = re.compile(
-    r"^(?:please\s+)?(?:rename|change|update|retitle|edit)\s+(?:the\s+)?(.+?)\s+(?:to|as|into)\s+(.+)$",
+_DONE_STATEMENT = re.compile(
+    r"^(?P<target>.+?)(?:\s+is|\s+are|'s)\s+(?:now\s+)?(?:done|finished|complete|completed)$", re.I
+)
+_DONE_TAIL = re.compile(r"\s+(?:as\s+)?(?:done|complete|completed|finished|off|out)$", re.I)
+_UNDONE_TAIL = re.compile(
+    r"\s+as\s+(?:not done|undone|pending|incomplete|not complete|not completed|unfinished|open)$",
     re.I,
 )
-_DELETE = re.compile(
-    r"^(?:please\s+)?(?:delete|remove|drop|cancel|get rid of)\s+(?:the\s+)?(.+)$", re.I
+_ADD = re.compile(
+    r"^(?:add|create|new(?=\s+(?:task|todo|to-do|item|reminder)))\b\s*"
+    rf"(?:(?:a|an|another|one|new|me)\s+)*(?:{_NOUN}\b)?\s*"
+    r"(?:(?:to|for|called|named|titled|saying)\b|[:\-\u2013])?\s*(?P<rest>.*)$",
+    re.I,
 )
-_GREETING = re.compile(r"^(hi|hello|hey|yo|good (morning|afternoon|evening)|howdy)\b", re.I)
-_FILLER = {
-    "the",
-    "a",
-    "an",
-    "my",
-    "task",
-    "tasks",
-    "todo",
-    "item",
-    "called",
-    "named",
-    "one",
-    "please",
-}
-_PRONOUNS = {"it", "that", "this", "that one", "this one", "that task", "this task"}
+_REMIND = re.compile(
+    r"^(?:remind me(?: to)?|remember to|don't forget to|dont forget to|do not forget to)\s+(?P<rest>.+)$",
+    re.I,
+)
+_SOFT_ADD = re.compile(r"^(?:i need to|i have to|i must|i should|i gotta)\s+(?P<rest>.+)$", re.I)
+_LIST_TAIL = re.compile(
+    rf"\s+(?:to|on|in|onto)\s+(?:my|the)\s+(?:(?:task|todo|to-do)\s+)?(?:list|{_NOUN})$", re.I
+)
+_DESCRIPTION = re.compile(
+    r"\s+(?:with\s+(?:the\s+)?(?:description|details|notes?)|(?:description|details)\s*:)\s*(?P<desc>.+)$",
+    re.I,
+)
+_LIST = re.compile(
+    r"\b(?:show|list|display|view|see|what|whats|which|get|give|tell|check|any|how many|read)\b"
+    r".*\b(?:tasks?|todos?|to-dos?|list|everything|left|remaining|pending|outstanding|"
+    r"completed|done|finished|agenda|to do)\b",
+    re.I,
+)
+_LIST_BARE = re.compile(
+    r"^(?:(?:all|my|all my|the)\s+)?(?:(?:completed|done|finished|pending|open|remaining|"
+    r"outstanding|unfinished)\s+)?(?:tasks|todos|to-dos|list|task list|todo list|to-do list)$",
+    re.I,
+)
+_PENDING = re.compile(
+    r"\b(?:pending|left|remaining|outstanding|open|unfinished|incomplete|still|"
+    r"not (?:yet )?(?:done|completed|finished)|to do\b(?!\s*list))\b",
+    re.I,
+)
+_COMPLETED = re.compile(r"\b(?:completed|done|finished|closed|checked off|ticked off)\b", re.I)
+_ID = re.compile(
+    r"(?:the\s+)?(?:task|item|todo|number|no\.?|id)?\s*(?:number|no\.?|id)?\s*#?\s*(\d+)"
+)
+_PRONOUNS = frozenset(
+    {
+        "it",
+        "that",
+        "this",
+        "that one",
+        "this one",
+        "the task",
+        "that task",
+        "this task",
+        "the last one",
+        "the last task",
+        "the same one",
+        "the same task",
+    }
+)
+_FILLER = frozenset(
+    {
+        "the",
+        "a",
+        "an",
+        "my",
+        "our",
+        "this",
+        "that",
+        "task",
+        "tasks",
+        "todo",
+        "todos",
+        "item",
+        "items",
+        "one",
+        "called",
+        "named",
+        "titled",
+        "about",
+        "to",
+        "for",
+        "of",
+        "with",
+        "entry",
+    }
+)
+_DONE_WORDS = frozenset({"done", "complete", "completed", "finished"})
 
 
-def _clean(text: str) -> str:
-    return text.strip().strip(".!?\"'").strip()
+def _normalise(text: str) -> str:
+    text = re.sub("[\u2018\u2019]", "'", re.sub("[\u201c\u201d]", '"', text))
+    return " ".join(text.split()).strip(" .!?")
+
+
+def _unquote(text: str) -> str:
+    return text.strip().strip("\"'`").strip().rstrip(".!?").strip()
 
 
 def _capitalised(title: str) -> str:
     return title[:1].upper() + title[1:]
 
 
-def _words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _FILLER}
+def _stem(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
-@dataclass
-class _Turn:
-    """The current turn: the user's words and the tool results received since."""
-
-    message: str
-    results: list[tuple[str, dict[str, Any], dict[str, Any]]]  # (tool, arguments, result)
-    earlier_task_ids: list[int]
+def words(text: str) -> tuple[str, ...]:
+    """The words that identify a task: lower-cased, filler dropped, plurals folded."""
+    text = re.sub(r"'s\b", "", text.lower())
+    return tuple(_stem(w) for w in re.findall(r"[^\W_]+", text) if w not in _FILLER)
 
 
-def _read(items: list[Any]) -> _Turn:
-    last_user = max((i for i, it in enumerate(items) if it.get("role") == "user"), default=-1)
-    message = text_of(items[last_user].get("content")) if last_user >= 0 else ""
-    calls: dict[str, tuple[str, dict[str, Any]]] = {}
-    results = []
-    earlier: list[int] = []
-    for index, item in enumerate(items):
-        kind = item.get("type")
-        if kind == "function_call":
-            try:
-                args = json.loads(item.get("arguments") or "{}")
-            except ValueError:
-                args = {}
-            calls[item.get("call_id", "")] = (item.get("name", ""), args)
-        elif kind == "function_call_output":
-            name, args = calls.get(item.get("call_id", ""), ("", {}))
-            try:
-                output = json.loads(item.get("output") or "{}")
-            except (TypeError, ValueError):
-                output = {}
-            if index > last_user:
-                results.append((name, args, output))
-            else:
-                earlier = _task_ids(output) or earlier
-    return _Turn(message=_clean(message), results=results, earlier_task_ids=earlier)
+def parse_target(text: str) -> Target:
+    lowered = _unquote(text).lower()
+    if m := _ID.fullmatch(lowered):
+        return Target(task_id=int(m[1]))
+    if lowered in _PRONOUNS:
+        return Target(pronoun=True)
+    phrase = re.sub(r"^(?:the|my|a|an)\s+", "", lowered)
+    return Target(phrase=re.sub(r"\s+(?:task|todo|item|one|entry)$", "", phrase))
 
 
-def _task_ids(output: dict[str, Any]) -> list[int]:
-    if isinstance(output.get("task_id"), int):
-        return [output["task_id"]]
-    if isinstance(output.get("tasks"), list):
-        return [
-            t["id"] for t in output["tasks"] if isinstance(t, dict) and isinstance(t.get("id"), int)
-        ]
-    return []
+def parse(message: str) -> Intent:
+    """The user's request; anything not understood is `help`."""
+    text = _normalise(message)
+    if _GREETING.fullmatch(text.rstrip(",!. ")):
+        return Intent("greet")
+    if _THANKS.fullmatch(text):
+        return Intent("thanks")
+    text = _SUFFIX.sub("", _PREFIX.sub("", text)).strip(" .!?,")
+    for parser in (_rename, _delete, _complete, _add, _list, _done_statement, _soft_add):
+        if (intent := parser(text)) is not None:
+            return intent
+    return Intent("help")
 
 
-def _format_list(tasks: list[dict[str, Any]], status: str) -> str:
-    if not tasks:
-        return {
-            "completed": "You have no completed tasks.",
-            "pending": "You have no pending tasks.",
-        }.get(status, "You have no tasks.")
-    label = {"completed": "Your completed tasks", "pending": "Your pending tasks"}.get(
-        status, "Your tasks"
-    )
-    lines = [
-        f"- #{t['id']} {t['title']} {'✓ done' if t.get('completed') else '(pending)'}"
-        for t in tasks
-    ]
-    return f"{label}:\n" + "\n".join(lines)
+def _rename(text: str) -> Intent | None:
+    if not (m := _RENAME.match(text)):
+        return None
+    target, field_name = m["target"], "title"
+    if f := _FIELD_FIRST.match(target):
+        target, field_name = f[2], f[1].lower()
+    elif f := _FIELD_LAST.match(target):
+        target, field_name = f[1], f[2].lower()
+    new = _unquote(m["new"])
+    if field_name in ("title", "name"):
+        if new.lower() in _DONE_WORDS:
+            return Intent("complete", target=parse_target(target))
+        return Intent("rename", text=_capitalised(new), target=parse_target(target))
+    return Intent("rename", text=new, target=parse_target(target), field="description")
 
 
-_DONE_TEXT = {
-    "add_task": "Added '{title}' (task {task_id}).",
-    "complete_task": "Marked '{title}' (task {task_id}) as done.",
-    "update_task": "Renamed task {task_id} to '{title}'.",
-    "delete_task": "Deleted '{title}' (task {task_id}).",
-}
-
-
-def _after_results(turn: _Turn) -> Step:
-    name, args, result = turn.results[-1]
-    if "error" in result:
-        return Step(text=f"Sorry, I couldn't do that: {result['error']}.")
-    if name in _DONE_TEXT:
-        return Step(text=_DONE_TEXT[name].format(**result))
-    if name == "list_tasks":
-        return _after_list(turn, result.get("tasks", []), args.get("status", "all"))
-    return Step(text="Done.")
-
-
-def _after_list(turn: _Turn, tasks: list[dict[str, Any]], status: str) -> Step:
-    """A list came back: either it was what the user asked for, or we were finding a task."""
-    action, words, new_title = _action_on_named_task(turn.message)
-    if action is None:
-        return Step(text=_format_list(tasks, status))
-    matches = [t for t in tasks if words and words <= _words(t["title"])]
-    if not matches:
-        matches = [t for t in tasks if words & _words(t["title"])]
-    if not matches:
-        return Step(
-            text=f"I couldn't find a task matching '{' '.join(sorted(words))}'.\n"
-            + _format_list(tasks, "all")
-        )
-    if len(matches) > 1:
-        options = "\n".join(f"- #{t['id']} {t['title']}" for t in matches)
-        return Step(text=f"Several tasks match; which one do you mean?\n{options}")
-    args: dict[str, Any] = {"task_id": matches[0]["id"]}
-    if action == "update_task":
-        args["title"] = new_title
-    return Step(calls=[(action, args)])
-
-
-def _action_on_named_task(message: str) -> tuple[str | None, set[str], str]:
-    """For "mark the milk task as done" style requests: the tool and the words naming the task."""
-    if m := _RENAME.match(message):
-        return "update_task", _words(m.group(1)), _capitalised(_clean(m.group(2)))
-    if m := _DELETE.match(message):
-        return "delete_task", _words(m.group(1)), ""
-    if m := _COMPLETE.match(message):
-        return "complete_task", _words(m.group(1)), ""
-    return None, set(), ""
-
-
-def _explicit_id(target: str, turn: _Turn) -> int | None:
-    target = _clean(target).lower()
-    if m := re.fullmatch(_ID, target):
-        return int(m.group(1))
-    if target in _PRONOUNS and len(turn.earlier_task_ids) == 1:
-        return turn.earlier_task_ids[0]
+def _delete(text: str) -> Intent | None:
+    if m := _DELETE.match(text):
+        return Intent("delete", target=parse_target(m["target"]))
     return None
 
 
-def plan(items: list[Any]) -> Step:
-    turn = _read(items)
-    if turn.results:
-        return _after_results(turn)
-    message = turn.message
-    if not message:
-        return Step(text=HELP)
-    if m := _RENAME.match(message):
-        task_id = _explicit_id(m.group(1), turn)
-        title = _capitalised(_clean(m.group(2)))
-        if task_id is not None:
-            return Step(calls=[("update_task", {"task_id": task_id, "title": title})])
-        return Step(calls=[("list_tasks", {"status": "all"})])
-    if m := _DELETE.match(message):
-        task_id = _explicit_id(m.group(1), turn)
-        if task_id is not None:
-            return Step(calls=[("delete_task", {"task_id": task_id})])
-        return Step(calls=[("list_tasks", {"status": "all"})])
-    if (m := _COMPLETE.match(message)) and not _LIST.search(message):
-        task_id = _explicit_id(m.group(1), turn)
-        if task_id is not None:
-            return Step(calls=[("complete_task", {"task_id": task_id})])
-        if _words(m.group(1)):
-            return Step(calls=[("list_tasks", {"status": "pending"})])
-    if (m := _ADD.match(message)) and _clean(m.group(1)):
-        return Step(calls=[("add_task", {"title": _capitalised(_clean(m.group(1)))})])
-    if _LIST.search(message):
-        lowered = message.lower()
-        status = "all"
-        if re.search(r"\b(completed|done|finished)\b", lowered):
-            status = "completed"
-        elif re.search(r"\b(pending|left|open|remaining|todo|to do)\b", lowered):
-            status = "pending"
-        return Step(calls=[("list_tasks", {"status": status})])
-    if _GREETING.match(message):
-        return Step(text="Hello! " + HELP)
-    return Step(text=HELP)
+def _complete(text: str) -> Intent | None:
+    if not (m := _COMPLETE.match(text)):
+        return None
+    raw = m["target"]
+    if _UNDONE_TAIL.search(raw):
+        return Intent("reopen")
+    while (stripped := _DONE_TAIL.sub("", raw)) != raw:
+        raw = stripped
+    target = parse_target(raw)
+    if target.phrase and not words(target.phrase):
+        return None  # "check my tasks", "finished tasks": a list request
+    return Intent("complete", target=target)
+
+
+def _done_statement(text: str) -> Intent | None:
+    if m := _DONE_STATEMENT.match(text):
+        return Intent("complete", target=parse_target(m["target"]))
+    return None
+
+
+def _add(text: str) -> Intent | None:
+    m = _ADD.match(text) or _REMIND.match(text)
+    return _new_task(m["rest"]) if m else None
+
+
+def _soft_add(text: str) -> Intent | None:
+    m = _SOFT_ADD.match(text)
+    return _new_task(m["rest"]) if m else None
+
+
+def _new_task(rest: str) -> Intent:
+    description = None
+    if m := _DESCRIPTION.search(rest):
+        description, rest = _unquote(m["desc"]) or None, rest[: m.start()]
+    return Intent(
+        "add", text=_capitalised(_unquote(_LIST_TAIL.sub("", rest))), description=description
+    )
+
+
+def _list(text: str) -> Intent | None:
+    if not (_LIST.search(text) or _LIST_BARE.match(text)):
+        return None
+    status = "all"
+    if _PENDING.search(text):
+        status = "pending"
+    elif _COMPLETED.search(text):
+        status = "completed"
+    return Intent("list", status=status)
+
+
+# --- reading the conversation ----------------------------------------------------------------
+
+
+@dataclass
+class ToolCall:
+    name: str
+    arguments: dict[str, Any]
+    result: dict[str, Any] | None = None
+
+
+@dataclass
+class Conversation:
+    """What the model needs from its input items."""
+
+    message: str
+    """The last user message."""
+    calls: list[ToolCall]
+    """Tool calls made since that message (this turn), with their results once they came back."""
+    earlier_ids: list[int]
+    """The task ids named by the most recent tool result before that message (for "it")."""
+
+
+def _is_user(item: Mapping[str, Any]) -> bool:
+    return item.get("role") == "user" and item.get("type", "message") == "message"
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    try:
+        parsed = json.loads(value if isinstance(value, str) else text_of(value))
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _tool_result(output: Any) -> dict[str, Any]:
+    """A tool's output; anything that is not a JSON object (an SDK error text) is an error."""
+    result = _json_object(output)
+    if result:
+        return result
+    text = output if isinstance(output, str) else text_of(output)
+    return {"error": text.strip() or "the tool returned nothing"}
+
+
+def _named_ids(name: str, result: dict[str, Any]) -> list[int]:
+    if "error" in result or result.get("status") == "deleted":
+        return []
+    if name == "list_tasks":
+        tasks = result.get("tasks")
+        return [t["id"] for t in tasks if _has_id(t)] if isinstance(tasks, list) else []
+    return [result["task_id"]] if isinstance(result.get("task_id"), int) else []
+
+
+def _has_id(task: Any) -> bool:
+    return isinstance(task, dict) and isinstance(task.get("id"), int)
+
+
+def read(items: Sequence[Mapping[str, Any]]) -> Conversation:
+    last_user = max((i for i, item in enumerate(items) if _is_user(item)), default=-1)
+    message = text_of(items[last_user].get("content")) if last_user >= 0 else ""
+    by_call_id: dict[str, ToolCall] = {}
+    this_turn: list[ToolCall] = []
+    earlier: list[int] = []
+    for index, item in enumerate(items):
+        if item.get("type") == "function_call":
+            call = ToolCall(str(item.get("name", "")), _json_object(item.get("arguments")))
+            by_call_id[str(item.get("call_id", ""))] = call
+            if index > last_user:
+                this_turn.append(call)
+        elif item.get("type") == "function_call_output":
+            found = by_call_id.get(str(item.get("call_id", "")))
+            if found is not None:
+                found.result = _tool_result(item.get("output"))
+                if index < last_user:
+                    earlier = _named_ids(found.name, found.result)
+    return Conversation(message=message, calls=this_turn, earlier_ids=earlier)
+
+
+def match_tasks(tasks: Sequence[Mapping[str, Any]], phrase: str) -> list[dict[str, Any]]:
+    """Tasks whose title is `phrase` (in words), else those whose title has all of its words."""
+    wanted = words(phrase)
+    if not wanted:
+        return []
+    exact = [dict(t) for t in tasks if words(str(t.get("title", ""))) == wanted]
+    if exact:
+        return exact
+    return [dict(t) for t in tasks if set(wanted) <= set(words(str(t.get("title", ""))))]
