@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import httpx
 import pytest
 from agents.testing import ScriptedModel, assistant_message, function_call
 from chatkit.types import (
+    ErrorEvent,
     InferenceOptions,
     ItemsListParams,
     ItemsListReq,
@@ -21,11 +23,13 @@ from chatkit.types import (
     ThreadGetByIdParams,
     ThreadItem,
     ThreadListParams,
+    ThreadRetryAfterItemParams,
     ThreadsAddUserMessageReq,
     ThreadsCreateReq,
     ThreadsDeleteReq,
     ThreadsGetByIdReq,
     ThreadsListReq,
+    ThreadsRetryAfterItemReq,
     ThreadStreamEvent,
     ThreadsUpdateReq,
     ThreadUpdateParams,
@@ -34,10 +38,11 @@ from chatkit.types import (
 )
 from pydantic import BaseModel, TypeAdapter
 
+from backend.chatkit.server import split_by_reply
 from backend.config import Settings
 from backend.main import create_app
 from bench.stub_llm import StubLLM
-from tests.conftest import make_settings, running_app
+from tests.conftest import make_settings, running_app, serving
 
 EVENTS = TypeAdapter[Any](ThreadStreamEvent)
 ITEMS = TypeAdapter[Any](Page[ThreadItem])
@@ -434,3 +439,292 @@ async def test_second_turn_through_a_chat_completions_stub(
                 alice,
             )
             assert done_items(events, "assistant_message")[0].content[0].text == "ok now"
+
+
+def add_message(thread_id: str, text: str) -> ThreadsAddUserMessageReq:
+    return ThreadsAddUserMessageReq(
+        params=ThreadAddUserMessageParams(thread_id=thread_id, input=user_input(text))
+    )
+
+
+async def list_items(client: httpx.AsyncClient, thread_id: str, headers: dict[str, str]) -> Any:
+    req = ItemsListReq(params=ItemsListParams(thread_id=thread_id, order="asc"))
+    return ITEMS.validate_json((await call(client, req, headers)).text).data
+
+
+async def test_replies_around_tool_calls_replay_in_order_through_api_chat(
+    ck: httpx.AsyncClient, model: ScriptedModel, alice: dict[str, str]
+) -> None:
+    # "Let me check", a tool call, then the answer: two replies in one turn
+    model.extend(
+        [
+            [
+                assistant_message("Let me check."),
+                function_call("list_tasks", {"status": "all"}, call_id="c1"),
+            ],
+            [assistant_message("You have no tasks.")],
+        ]
+    )
+    events = await stream(
+        ck, ThreadsCreateReq(params=ThreadCreateParams(input=user_input("my tasks?"))), alice
+    )
+    thread_id = events[0].thread.id
+    replies = done_items(events, "assistant_message")
+    assert [r.content[0].text for r in replies] == ["Let me check.", "You have no tasks."]
+    assert len({r.id for r in replies}) == 2
+    conv = (await ck.get(f"/api/conversations/{thread_id}", headers=alice)).json()
+    assert [(m["role"], bool(m["tool_calls"])) for m in conv["messages"]] == [
+        ("user", False),
+        ("assistant", False),
+        ("assistant", True),
+    ]
+    model.enqueue([assistant_message("ok")])
+    r = await ck.post(
+        "/api/chat", json={"message": "thanks", "conversation_id": thread_id}, headers=alice
+    )
+    assert r.status_code == 200, r.text
+    sent = model.calls[-1].input
+    assert [i.get("type") or i.get("role") for i in sent] == [
+        "user",
+        "assistant",
+        "function_call",
+        "function_call_output",
+        "assistant",
+        "user",
+    ]  # each message once, in the order they happened
+
+
+def test_split_by_reply() -> None:
+    call = {"type": "function_call", "call_id": "a", "name": "list_tasks", "arguments": "{}"}
+    output = {"type": "function_call_output", "call_id": "a", "output": "{}"}
+    msg = {"type": "message", "role": "assistant", "content": "x"}
+    calls = [{"tool": "list_tasks", "arguments": {}, "result": {}}]
+    assert split_by_reply([msg, call, output, msg], calls, ["r1", "r2"]) == [
+        ("r2", calls, [call, output, msg])
+    ]
+    assert split_by_reply([call, output, msg], calls, ["r1"]) == [
+        ("r1", calls, [call, output, msg])
+    ]
+    # unmatched (e.g. a reply the converter did not report): the last reply takes everything
+    assert split_by_reply([call, output, msg, msg], calls, ["r1"]) == [
+        ("r1", calls, [call, output, msg, msg])
+    ]
+    assert split_by_reply([call, output], calls, []) == []
+
+
+async def test_text_rules_and_rename_rules(
+    ck: httpx.AsyncClient, model: ScriptedModel, alice: dict[str, str]
+) -> None:
+    for text in ("   ", "x" * 8001, "nul\x00"):
+        r = await call(
+            ck, ThreadsCreateReq(params=ThreadCreateParams(input=user_input(text))), alice
+        )
+        assert r.status_code == 422, text
+        assert r.json()["errors"][0]["field"] == "input.content"
+    assert (await ck.get("/api/conversations", headers=alice)).json()["conversations"] == []
+    model.enqueue([assistant_message("hi")])
+    thread_id = (
+        await stream(ck, ThreadsCreateReq(params=ThreadCreateParams(input=user_input("hi"))), alice)
+    )[0].thread.id
+    for title in ("  ", "t" * 201):
+        r = await call(
+            ck, ThreadsUpdateReq(params=ThreadUpdateParams(thread_id=thread_id, title=title)), alice
+        )
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "title"
+    r = await call(
+        ck,
+        ThreadsUpdateReq(params=ThreadUpdateParams(thread_id=thread_id, title="  Two   words ")),
+        alice,
+    )
+    assert Thread.model_validate_json(r.text).title == "Two words"
+
+
+class GatedModel(ScriptedModel):
+    """A scripted model whose `gated_call`-th call waits for `gate` (a model still thinking)."""
+
+    def __init__(self, steps: list[Any], gated_call: int) -> None:
+        super().__init__()
+        self.extend(steps)
+        self.gated_call = gated_call
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.count = 0
+
+    def stream_response(self, *args: Any, **kwargs: Any) -> Any:
+        parent = super().stream_response
+        self.count += 1
+        gated = self.count == self.gated_call
+
+        async def gen() -> Any:
+            if gated:
+                self.entered.set()
+                await self.gate.wait()
+            async for event in parent(*args, **kwargs):
+                yield event
+
+        return gen()
+
+
+async def wait_idle(app: Any) -> None:
+    for _ in range(200):
+        if not app.state.chat.background:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the turn did not finish")
+
+
+async def test_one_turn_at_a_time_and_stopping_keeps_what_the_tools_did(
+    settings: Settings, alice: dict[str, str]
+) -> None:
+    model = GatedModel(
+        [
+            [function_call("add_task", {"title": "Walk the dog"}, call_id="c1")],
+            [assistant_message("Added it.")],
+        ],
+        gated_call=2,
+    )
+    app = create_app(settings, model=model)
+    req = ThreadsCreateReq(params=ThreadCreateParams(input=user_input("add walk the dog")))
+    async with serving(app) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        async with http.stream(
+            "POST",
+            "/api/chatkit",
+            content=req.model_dump_json(),
+            headers={**alice, "content-type": "application/json"},
+        ) as r:
+            lines = r.aiter_lines()
+            created = EVENTS.validate_json((await anext(lines))[6:])
+            thread_id = created.thread.id
+            await asyncio.wait_for(model.entered.wait(), 5)  # the tool ran; the model thinks
+            # the new thread is claimed by its turn, in both APIs
+            busy = await call(http, add_message(thread_id, "and another"), alice)
+            assert busy.status_code == 409 and busy.json()["code"] == "turn_in_progress"
+            busy = await http.post(
+                "/api/chat", json={"message": "x", "conversation_id": thread_id}, headers=alice
+            )
+            assert busy.status_code == 409
+        # the client left (ChatKit's stop button): the run stops, its tool call is kept
+        await wait_idle(app)
+        assert model.remaining_steps == 1  # the gated answer was never produced
+        conv = (await http.get(f"/api/conversations/{thread_id}", headers=alice)).json()
+        assert conv["title"] == "add walk the dog"
+        assistant = [m for m in conv["messages"] if m["role"] == "assistant"]
+        assert [c["tool"] for c in assistant[0]["tool_calls"]] == ["add_task"]
+        items = await list_items(http, thread_id, alice)
+        assert [i.type for i in items] == ["user_message", "assistant_message"]
+        # and the thread is free again
+        model.gate.set()
+        events = [
+            EVENTS.validate_json(line[6:])
+            for line in (
+                await call(http, add_message(thread_id, "thanks"), alice)
+            ).text.splitlines()
+            if line.startswith("data: ")
+        ]
+        assert done_items(events, "assistant_message")[0].content[0].text == "Added it."
+        tasks = (await http.get("/api/tasks", headers=alice)).json()["tasks"]
+        assert [t["title"] for t in tasks] == ["Walk the dog"]
+
+
+async def test_failures_leave_nothing_half_stored(
+    database_url: str, data_dir: Path, alice: dict[str, str]
+) -> None:
+    async with StubLLM() as stub:
+        settings = make_settings(
+            database_url,
+            data_dir,
+            llm_base_url=stub.base_url,
+            llm_api_key="k",
+            llm_model="stub-model",
+            llm_max_retries=0,
+            chat_timeout_seconds=1,
+        )
+        app = create_app(settings)
+        async with running_app(app) as client:
+            stub.script("hello")
+            thread_id = (
+                await stream(
+                    client,
+                    ThreadsCreateReq(params=ThreadCreateParams(input=user_input("hi"))),
+                    alice,
+                )
+            )[0].thread.id
+
+            # the model fails before any tool ran: the message is taken back
+            stub.script({"status": 500})
+            events = await stream(client, add_message(thread_id, "first try"), alice)
+            user_id = done_items(events, "user_message")[0].id
+            assert [e.type for e in events][-2:] == ["thread.item.removed", "error"]
+            assert events[-2].item_id == user_id
+            assert isinstance(events[-1], ErrorEvent) and not events[-1].allow_retry
+            assert "not saved" in (events[-1].message or "")
+
+            # the model hangs past CHAT_TIMEOUT_SECONDS: the same, with a timeout message
+            stub.script({"hang": 5})
+            events = await stream(client, add_message(thread_id, "second try"), alice)
+            assert events[-1].type == "error" and "in time" in (events[-1].message or "")
+            await wait_idle(app)
+            assert [i.type for i in await list_items(client, thread_id, alice)] == [
+                "user_message",
+                "assistant_message",
+            ]
+
+            # it fails after a tool changed tasks: the turn is kept, with the tool call
+            stub.script(
+                {"tool_calls": [{"name": "add_task", "arguments": {"title": "Pay rent"}}]},
+                {"status": 500},
+            )
+            events = await stream(client, add_message(thread_id, "add pay rent"), alice)
+            assert events[-1].type == "error"
+            note = done_items(events, "assistant_message")[-1]
+            assert "interrupted" in note.content[0].text
+            conv = (await client.get(f"/api/conversations/{thread_id}", headers=alice)).json()
+            assert [(m["role"], m["content"]) for m in conv["messages"]][-2:] == [
+                ("user", "add pay rent"),
+                ("assistant", note.content[0].text),
+            ]
+            assert conv["messages"][-1]["tool_calls"][0]["arguments"] == {"title": "Pay rent"}
+
+            # and the thread goes on, the model seeing that tool call in its history
+            stub.script("You have Pay rent.")
+            events = await stream(client, add_message(thread_id, "what now?"), alice)
+            assert (
+                done_items(events, "assistant_message")[0].content[0].text == "You have Pay rent."
+            )
+            roles = [m["role"] for m in stub.requests[-1]["messages"]]
+            assert roles == [
+                "system",
+                "user",
+                "assistant",
+                "user",
+                "assistant",
+                "tool",
+                "assistant",
+                "user",
+            ]
+
+
+async def test_retry_replaces_the_reply(
+    ck: httpx.AsyncClient, model: ScriptedModel, alice: dict[str, str]
+) -> None:
+    model.enqueue([assistant_message("first answer")])
+    events = await stream(
+        ck, ThreadsCreateReq(params=ThreadCreateParams(input=user_input("hello"))), alice
+    )
+    thread_id = events[0].thread.id
+    user_item = done_items(events, "user_message")[0]
+    model.enqueue([assistant_message("second answer")])
+    events = await stream(
+        ck,
+        ThreadsRetryAfterItemReq(
+            params=ThreadRetryAfterItemParams(thread_id=thread_id, item_id=user_item.id)
+        ),
+        alice,
+    )
+    assert done_items(events, "assistant_message")[0].content[0].text == "second answer"
+    items = await list_items(ck, thread_id, alice)
+    assert [(i.type, i.content[0].text) for i in items] == [
+        ("user_message", "hello"),
+        ("assistant_message", "second answer"),
+    ]
+    assert [m.input[-1]["content"] for m in model.calls] == ["hello", "hello"]  # type: ignore[index]

@@ -2,15 +2,15 @@
 
 Every method is scoped to the request's user; another user's thread or item is reported as not
 found. Rows written by /api/chat have no ChatKit JSON and are rebuilt from role and content, so
-one conversation shows the same in both APIs. Items are ordered by the message's identity
-column (monotonic), never by time.
+one conversation shows the same in both APIs. Items that are not messages (workflows, widgets,
+hidden context) are rows with role "event" and no text, which the chat history skips. Items are
+ordered by the message's identity column (monotonic), never by time.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chatkit.store import NotFoundError, Store, StoreItemType
@@ -26,12 +26,12 @@ from chatkit.types import (
     UserMessageTextContent,
 )
 from pydantic import TypeAdapter
-from sqlalchemy import bindparam, text
+from sqlalchemy import Uuid, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.auth import User
 from backend.chat.history import count_tokens
+from backend.chatkit.context import ChatKitContext
 from backend.errors import BadRequest
 
 _ITEM = TypeAdapter[ThreadItem](ThreadItem)
@@ -44,14 +44,6 @@ _PREFIXES = {
     "attachment": "atc",
     "sdk_hidden_context": "shcx",
 }
-
-
-@dataclass
-class ChatKitContext:
-    """Per request: the verified user (and, for a turn, the conversation claim it holds)."""
-
-    user: User
-    turn: uuid.UUID | None = None
 
 
 class AttachmentsNotSupported(BadRequest):
@@ -78,28 +70,41 @@ def _role(item: ThreadItem) -> str:
 
 
 _THREAD = text("SELECT id, title, created_at FROM conversations WHERE id = :cid AND user_id = :uid")
+_JSONB_OR_NULL = JSONB(none_as_null=True)  # None is SQL NULL (COALESCE keeps the stored value)
+
+# A new thread is created already claimed by the turn that creates it (like /api/chat does), so
+# no other turn can slip in between `thread.created` and the reply.
 _SAVE_THREAD = text(
     """
-    INSERT INTO conversations AS c (id, user_id, title, created_at, updated_at)
-    VALUES (:cid, :uid, :title, :created_at, now())
+    INSERT INTO conversations AS c (id, user_id, title, created_at, updated_at, active_turn, active_turn_expires_at)
+    VALUES (:cid, :uid, :title, :created_at, now(), :turn,
+            CASE WHEN CAST(:turn AS uuid) IS NULL THEN NULL ELSE now() + :lock END)
     ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title, updated_at = now()
      WHERE c.user_id = EXCLUDED.user_id
-    RETURNING id
+    RETURNING id, (xmax = 0) AS inserted
     """
-)
+).bindparams(bindparam("turn", type_=Uuid))
 _UPSERT_ITEM = text(
     """
     WITH c AS (
         UPDATE conversations SET updated_at = now() WHERE id = :cid AND user_id = :uid RETURNING id, user_id
     )
-    INSERT INTO messages AS m (conversation_id, user_id, role, content, token_count, item_id, item, created_at)
-    SELECT c.id, c.user_id, :role, :content, :tokens, :item_id, :item, now() FROM c
+    INSERT INTO messages AS m (conversation_id, user_id, role, content, tool_calls, items, token_count, item_id, item, created_at)
+    SELECT c.id, c.user_id, :role, :content, :tool_calls, :items, :tokens, :item_id, :item, now() FROM c
     ON CONFLICT (item_id) DO UPDATE
-       SET role = EXCLUDED.role, content = EXCLUDED.content, token_count = EXCLUDED.token_count, item = EXCLUDED.item
+       SET role = EXCLUDED.role, content = EXCLUDED.content, item = EXCLUDED.item,
+           tool_calls = COALESCE(EXCLUDED.tool_calls, m.tool_calls),
+           items = COALESCE(EXCLUDED.items, m.items),
+           token_count = CASE WHEN EXCLUDED.items IS NULL AND m.items IS NOT NULL
+                              THEN m.token_count ELSE EXCLUDED.token_count END
      WHERE m.conversation_id = EXCLUDED.conversation_id AND m.user_id = EXCLUDED.user_id
     RETURNING id
     """
-).bindparams(bindparam("item", type_=JSONB))
+).bindparams(
+    bindparam("item", type_=JSONB),
+    bindparam("tool_calls", type_=_JSONB_OR_NULL),
+    bindparam("items", type_=_JSONB_OR_NULL),
+)
 _ITEM_COLUMNS = "m.id, m.item_id, m.role, m.content, m.item, m.created_at"
 
 
@@ -142,11 +147,15 @@ class PostgresStore(Store[ChatKitContext]):
                         "uid": context.user.id,
                         "title": title,
                         "created_at": created,
+                        "turn": context.turn,
+                        "lock": timedelta(seconds=context.lock_seconds),
                     },
                 )
             ).first()
         if row is None:
             raise NotFoundError(f"Thread {thread.id} not found")
+        if row.inserted and context.turn is not None:
+            context.claimed = row.id
 
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: ChatKitContext
@@ -194,14 +203,27 @@ class PostgresStore(Store[ChatKitContext]):
         self, thread_id: str, item: ThreadItem, context: ChatKitContext
     ) -> None:
         """An upsert: ChatKit may add the same item twice."""
-        content = item_text(item)
+        await self.add_reply(thread_id, item, context)
+
+    async def add_reply(
+        self,
+        thread_id: str,
+        item: ThreadItem,
+        context: ChatKitContext,
+        tool_calls: list[dict[str, Any]] | None = None,
+        items: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Upsert an item; for a reply, with its turn's tool calls and model items in the same row."""
         role = _role(item)
+        content = item_text(item) if role != "event" else ""
         params = {
             "cid": _thread_uuid(thread_id),
             "uid": context.user.id,
             "role": role,
             "content": content,
-            "tokens": count_tokens(content) if role != "event" else 0,
+            "tool_calls": tool_calls,
+            "items": items,
+            "tokens": count_tokens(content, items) if role != "event" else 0,
             "item_id": item.id,
             "item": item.model_dump(mode="json"),
         }
