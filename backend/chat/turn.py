@@ -147,7 +147,7 @@ def _is_provider_failure(exc: BaseException) -> bool:
     )
 
 
-def _synthetic_items(tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def synthetic_items(tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Function-call items for tools that ran in a turn whose model output was lost."""
     items: list[dict[str, Any]] = []
     for n, call in enumerate(tool_calls):
@@ -201,7 +201,7 @@ async def fail_turn(rt: ChatRuntime, turn: Turn, reason: str) -> None:
     try:
         if turn.context.tool_calls:
             note = f"(My reply was interrupted: {reason}. The task changes listed above were made.)"
-            await finish_turn(rt, turn, note, _synthetic_items(turn.context.tool_calls))
+            await finish_turn(rt, turn, note, synthetic_items(turn.context.tool_calls))
         else:
             await repository.release_conversation(
                 rt.engine, conversation_id=turn.conversation_id, turn=turn.id

@@ -48,9 +48,9 @@ from backend.chat.history import title_from, to_input_items
 from backend.chat.turn import (
     MAX_TURNS_REPLY,
     ChatRuntime,
-    _synthetic_items,
     new_items_as_input,
     provider_error,
+    synthetic_items,
 )
 from backend.chatkit.context import AgentRun, ChatKitContext
 from backend.chatkit.store import PostgresStore, item_text
@@ -162,7 +162,7 @@ class TaskChatKitServer(ChatKitServer[ChatKitContext]):
             yield ThreadItemRemovedEvent(item_id=item_id)
         message = provider_error(failure).detail
         if turn.tool_calls:
-            items = _synthetic_items(turn.tool_calls)
+            items = synthetic_items(turn.tool_calls)
             yield await self._add_note(thread, INTERRUPTED_NOTE, turn.tool_calls, items, context)
             run.stored = True
             raise CustomStreamError(message, allow_retry=False)
@@ -180,7 +180,7 @@ class TaskChatKitServer(ChatKitServer[ChatKitContext]):
             run.result.cancel()
         await super().handle_stream_cancelled(thread, pending_items, context)
         if run is not None and run.turn.tool_calls and not run.stored:
-            items = _synthetic_items(run.turn.tool_calls)
+            items = synthetic_items(run.turn.tool_calls)
             await self._add_note(thread, STOPPED_NOTE, run.turn.tool_calls, items, context)
             run.stored = True
 

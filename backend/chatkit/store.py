@@ -106,6 +106,18 @@ _UPSERT_ITEM = text(
     bindparam("items", type_=_JSONB_OR_NULL),
 )
 _ITEM_COLUMNS = "m.id, m.item_id, m.role, m.content, m.item, m.created_at"
+_LOAD_ITEM = text(
+    f"SELECT {_ITEM_COLUMNS} FROM messages m WHERE m.item_id = :item_id "
+    "AND m.conversation_id = :cid AND m.user_id = :uid"
+)
+_DELETE_THREAD = text("DELETE FROM conversations WHERE id = :cid AND user_id = :uid RETURNING id")
+_DELETE_ITEM = text(
+    "DELETE FROM messages WHERE item_id = :item_id AND conversation_id = :cid AND user_id = :uid"
+)
+_ATTACH_TOOL_CALLS = text(
+    "UPDATE messages SET tool_calls = :tool_calls, items = :items, token_count = token_count + :extra "
+    "WHERE item_id = :item_id AND conversation_id = :cid AND user_id = :uid"
+).bindparams(bindparam("tool_calls", type_=JSONB), bindparam("items", type_=JSONB))
 
 
 class PostgresStore(Store[ChatKitContext]):
@@ -189,9 +201,7 @@ class PostgresStore(Store[ChatKitContext]):
         async with self.engine.begin() as conn:
             row = (
                 await conn.execute(
-                    text(
-                        "DELETE FROM conversations WHERE id = :cid AND user_id = :uid RETURNING id"
-                    ),
+                    _DELETE_THREAD,
                     {"cid": _thread_uuid(thread_id), "uid": context.user.id},
                 )
             ).first()
@@ -236,14 +246,10 @@ class PostgresStore(Store[ChatKitContext]):
         await self.add_thread_item(thread_id, item, context)
 
     async def load_item(self, thread_id: str, item_id: str, context: ChatKitContext) -> ThreadItem:
-        query = text(
-            f"SELECT {_ITEM_COLUMNS} FROM messages m WHERE m.item_id = :item_id "
-            "AND m.conversation_id = :cid AND m.user_id = :uid"
-        )
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
-                    query,
+                    _LOAD_ITEM,
                     {"item_id": item_id, "cid": _thread_uuid(thread_id), "uid": context.user.id},
                 )
             ).first()
@@ -283,9 +289,7 @@ class PostgresStore(Store[ChatKitContext]):
     ) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(
-                text(
-                    "DELETE FROM messages WHERE item_id = :item_id AND conversation_id = :cid AND user_id = :uid"
-                ),
+                _DELETE_ITEM,
                 {"item_id": item_id, "cid": _thread_uuid(thread_id), "uid": context.user.id},
             )
 
@@ -298,13 +302,9 @@ class PostgresStore(Store[ChatKitContext]):
         context: ChatKitContext,
     ) -> None:
         """Give a ChatKit reply its turn's tool calls, as /api/chat stores them (for later history)."""
-        statement = text(
-            "UPDATE messages SET tool_calls = :tool_calls, items = :items, token_count = token_count + :extra "
-            "WHERE item_id = :item_id AND conversation_id = :cid AND user_id = :uid"
-        ).bindparams(bindparam("tool_calls", type_=JSONB), bindparam("items", type_=JSONB))
         async with self.engine.begin() as conn:
             await conn.execute(
-                statement,
+                _ATTACH_TOOL_CALLS,
                 {
                     "tool_calls": tool_calls,
                     "items": items,
