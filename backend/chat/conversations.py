@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.chat.models import Conversation, Message
 from backend.chat.repository import ConversationNotFound
 from backend.errors import InvalidInput
-from backend.textrules import require_storable
+from backend.textrules import clean_text
 from backend.timeutil import utcnow
 
 C: Any = Conversation
@@ -19,12 +19,9 @@ M: Any = Message
 
 
 def clean_title(title: Any) -> str:
-    if not isinstance(title, str) or not title.strip():
+    if not isinstance(title, str):
         raise InvalidInput("title", "must not be empty")
-    title = " ".join(title.split())
-    if len(title) > 200:
-        raise InvalidInput("title", "must be at most 200 characters")
-    return require_storable("title", title)
+    return clean_text("title", " ".join(title.split()), 200)
 
 
 async def get_conversation(

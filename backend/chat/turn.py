@@ -36,8 +36,8 @@ from backend.chat import repository
 from backend.chat.history import count_tokens, title_from, to_input_items
 from backend.chat.schemas import ChatResponse, ToolCall
 from backend.config import Settings
-from backend.errors import AppError, GatewayTimeout, InvalidInput, RateLimited, ServiceUnavailable
-from backend.textrules import require_storable
+from backend.errors import AppError, GatewayTimeout, RateLimited, ServiceUnavailable
+from backend.textrules import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,7 @@ class Turn:
 
 
 def clean_message(message: str, max_chars: int) -> str:
-    text = message.strip()
-    if not text:
-        raise InvalidInput("message", "must not be empty")
-    if len(text) > max_chars:
-        raise InvalidInput("message", f"must be at most {max_chars} characters")
-    return require_storable("message", text)
+    return clean_text("message", message, max_chars)
 
 
 async def begin_turn(

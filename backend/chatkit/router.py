@@ -49,9 +49,9 @@ from backend.chat.turn import ChatRuntime
 from backend.chatkit.context import ChatKitContext
 from backend.chatkit.server import TaskChatKitServer
 from backend.chatkit.store import AttachmentsNotSupported
-from backend.errors import BadRequest, InvalidInput, NotFound, error_responses
+from backend.errors import BadRequest, NotFound, error_responses
 from backend.reliability.ratelimit import RateLimiter
-from backend.textrules import require_storable
+from backend.textrules import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +88,7 @@ def _check_input(message: UserMessageInput, max_chars: int) -> None:
     """The same rules as /api/chat's message: not empty, not too long, storable."""
     if message.attachments:
         raise AttachmentsNotSupported()
-    text = "".join(part.text for part in message.content).strip()
-    if not text:
-        raise InvalidInput("input.content", "must not be empty")
-    if len(text) > max_chars:
-        raise InvalidInput("input.content", f"must be at most {max_chars} characters")
-    require_storable("input.content", text)
+    clean_text("input.content", "".join(part.text for part in message.content), max_chars)
 
 
 @router.post(

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.errors import InvalidInput, NotFound
 from backend.tasks.models import Task
 from backend.tasks.schemas import TaskStatus
-from backend.textrules import require_storable
+from backend.textrules import clean_text, require_storable
 from backend.timeutil import utcnow
 
 TITLE_MAX = 200
@@ -34,12 +34,7 @@ class TaskNotFound(NotFound):
 def clean_title(title: Any) -> str:
     if not isinstance(title, str):
         raise InvalidInput("title", "must be a string")
-    title = title.strip()
-    if not title:
-        raise InvalidInput("title", "must not be empty")
-    if len(title) > TITLE_MAX:
-        raise InvalidInput("title", f"must be at most {TITLE_MAX} characters")
-    return require_storable("title", title)
+    return clean_text("title", title, TITLE_MAX)
 
 
 def clean_description(description: Any) -> str | None:
