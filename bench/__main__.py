@@ -35,6 +35,7 @@ from backend.auth.devkeys import load_or_create_dev_key, mint_token
 from backend.chat.history import count_tokens
 from backend.cli import migrate
 from backend.config import normalize_database_url
+from bench.env import isolated_env
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -397,11 +398,7 @@ def main() -> None:
         tmp_path = Path(tmp)
         db_url = stack.enter_context(database(tmp_path))
         stub_port, server_port = free_port(), free_port()
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("LLM_", "GEMINI_", "OPENAI_", "BETTER_AUTH", "JWT_", "REDIS_"))
-        }
+        env = isolated_env()
         stub = start([sys.executable, "-m", "bench.stub_llm", "--port", str(stub_port)], env, stack)
         wait_http(f"http://127.0.0.1:{stub_port}/v1/models", stub)
         env.update(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from backend.auth.devkeys import load_or_create_dev_key, mint_token
+from bench.env import isolated_env
 
 
 def _free_port() -> int:
@@ -24,11 +24,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def replicas(database_url: str, tmp_path: Path) -> Iterator[tuple[list[str], Path]]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("LLM_", "GEMINI_", "OPENAI_", "BETTER_AUTH", "JWT_", "REDIS_"))
-    }
+    env = isolated_env()
     env.update(
         DATABASE_URL=database_url,
         DATA_DIR=str(tmp_path),
