@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     conversation_lock_seconds: float | None = None
-    """How long a turn's claim on its conversation lasts if the process dies; default: timeout + 30 s."""
+    """How long a turn's claim on its conversation lasts if the process dies; default: timeout + 5 s."""
 
     @field_validator("jwt_secret")
     @classmethod
@@ -194,7 +194,7 @@ class Settings(BaseSettings):
 
     @property
     def turn_lock_seconds(self) -> float:
-        return self.conversation_lock_seconds or self.chat_timeout_seconds + 30
+        return self.conversation_lock_seconds or self.chat_timeout_seconds + 5
 
 
 DEV_ISSUER = "task-assistant-dev"

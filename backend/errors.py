@@ -131,6 +131,9 @@ class DatabaseUnavailable(ServiceUnavailable):
     code = "database_unavailable"
     detail = "Database temporarily unavailable"
 
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": "5"})
+
 
 class GatewayTimeout(AppError):
     status = 504

@@ -181,15 +181,24 @@ async def test_timeout_answers_504(
         stub.script({"hang": 5})
         r = await client.post("/api/chat", json={"message": "hi"}, headers=alice)
         assert r.status_code == 504 and r.json()["code"] == "timeout"
-        # the conversation is free again for the next message
-        cid = (await client.get("/api/conversations", headers=alice)).json()["conversations"][0][
-            "id"
+        # a first turn that committed nothing leaves no conversation behind
+        assert (await client.get("/api/conversations", headers=alice)).json()["conversations"] == []
+        stub.script({"text": "first"}, {"hang": 5})
+        cid = (await client.post("/api/chat", json={"message": "one"}, headers=alice)).json()[
+            "conversation_id"
         ]
+        r = await client.post(
+            "/api/chat", json={"message": "two", "conversation_id": cid}, headers=alice
+        )
+        assert r.status_code == 504
+        # the conversation is free again for the next message, and the failed one left nothing
         stub.script({"text": "back"})
         r = await client.post(
             "/api/chat", json={"message": "again", "conversation_id": cid}, headers=alice
         )
         assert r.status_code == 200 and r.json()["response"] == "back"
+        messages = (await client.get(f"/api/conversations/{cid}", headers=alice)).json()["messages"]
+        assert [m["content"] for m in messages] == ["one", "first", "again", "back"]
 
 
 async def test_retries_with_backoff_recover(
@@ -233,33 +242,38 @@ async def test_database_failure_while_storing_the_turn(
 ) -> None:
     """The turn's final write fails: the client gets a clear error and no half turn is stored."""
     engine = create_async_engine(database_url)
-    async with engine.begin() as conn:  # make inserting an assistant message fail inside the DB
-        await conn.execute(
-            text(
-                "CREATE OR REPLACE FUNCTION fail_assistant() RETURNS trigger AS $$ BEGIN "
-                "IF NEW.role = 'assistant' THEN RAISE EXCEPTION 'disk full'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
-            )
-        )
-        await conn.execute(
-            text(
-                "CREATE TRIGGER fail_assistant BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION fail_assistant()"
-            )
-        )
     try:
         async with running_app(create_app(llm_settings(database_url, data_dir, stub))) as client:
-            stub.script({"text": "hello"})
-            r = await client.post("/api/chat", json={"message": "hi"}, headers=alice)
+            stub.script({"text": "hello"}, {"text": "lost"})
+            cid = (await client.post("/api/chat", json={"message": "hi"}, headers=alice)).json()[
+                "conversation_id"
+            ]
+            async with engine.begin() as conn:  # make writing a finished reply fail in the DB
+                await conn.execute(
+                    text(
+                        "CREATE OR REPLACE FUNCTION fail_assistant() RETURNS trigger AS $$ BEGIN "
+                        "IF NEW.role = 'assistant' AND NEW.status = 'done' THEN "
+                        "RAISE EXCEPTION 'disk full'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+                    )
+                )
+                await conn.execute(
+                    text(
+                        "CREATE TRIGGER fail_assistant BEFORE UPDATE ON messages FOR EACH ROW "
+                        "EXECUTE FUNCTION fail_assistant()"
+                    )
+                )
+            r = await client.post(
+                "/api/chat", json={"message": "second", "conversation_id": cid}, headers=alice
+            )
             assert r.status_code == 500 and r.json() == {
                 "detail": "Internal server error",
                 "code": "internal_error",
             }
             assert "disk full" not in r.text
-            cid = (await client.get("/api/conversations", headers=alice)).json()["conversations"][
-                0
-            ]["id"]
-            assert (await client.get(f"/api/conversations/{cid}", headers=alice)).json()[
+            messages = (await client.get(f"/api/conversations/{cid}", headers=alice)).json()[
                 "messages"
-            ] == []
+            ]
+            assert [m["content"] for m in messages] == ["hi", "hello"]  # nothing half-stored
             async with engine.begin() as conn:
                 await conn.execute(text("DROP TRIGGER fail_assistant ON messages"))
             # the claim was released: the same conversation continues

@@ -83,10 +83,10 @@ async def test_stream_errors_before_and_during(settings: Settings, alice: dict[s
         events = _events(r.text)
         assert events[-1]["type"] == "error"
         assert "boom" not in r.text and "Traceback" not in r.text
-        conv = (
-            await client.get(f"/api/conversations/{events[0]['conversation_id']}", headers=alice)
-        ).json()
-        assert conv["messages"] == []  # nothing half-stored
+        conv = await client.get(f"/api/conversations/{events[0]['conversation_id']}", headers=alice)
+        assert conv.status_code == 404  # nothing half-stored: the new conversation is gone
+        listed = (await client.get("/api/conversations", headers=alice)).json()
+        assert listed["conversations"] == []
 
 
 class GatedModel(ScriptedModel):

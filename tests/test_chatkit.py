@@ -22,6 +22,7 @@ from chatkit.types import (
     ThreadDeleteParams,
     ThreadGetByIdParams,
     ThreadItem,
+    ThreadItemUpdatedEvent,
     ThreadListParams,
     ThreadRetryAfterItemParams,
     ThreadsAddUserMessageReq,
@@ -38,7 +39,6 @@ from chatkit.types import (
 )
 from pydantic import BaseModel, TypeAdapter
 
-from backend.chatkit.server import split_by_reply
 from backend.config import Settings
 from backend.main import create_app
 from bench.stub_llm import StubLLM
@@ -470,12 +470,16 @@ async def test_replies_around_tool_calls_replay_in_order_through_api_chat(
     )
     thread_id = events[0].thread.id
     replies = done_items(events, "assistant_message")
-    assert [r.content[0].text for r in replies] == ["Let me check.", "You have no tasks."]
-    assert len({r.id for r in replies}) == 2
+    assert [r.content[0].text for r in replies] == ["Let me check.\n\nYou have no tasks."]
+    streamed = "".join(
+        e.update.delta
+        for e in events
+        if isinstance(e, ThreadItemUpdatedEvent) and hasattr(e.update, "delta")
+    )
+    assert streamed == "Let me check.\n\nYou have no tasks."  # the stream says what is stored
     conv = (await ck.get(f"/api/conversations/{thread_id}", headers=alice)).json()
     assert [(m["role"], bool(m["tool_calls"])) for m in conv["messages"]] == [
         ("user", False),
-        ("assistant", False),
         ("assistant", True),
     ]
     model.enqueue([assistant_message("ok")])
@@ -492,24 +496,6 @@ async def test_replies_around_tool_calls_replay_in_order_through_api_chat(
         "assistant",
         "user",
     ]  # each message once, in the order they happened
-
-
-def test_split_by_reply() -> None:
-    call = {"type": "function_call", "call_id": "a", "name": "list_tasks", "arguments": "{}"}
-    output = {"type": "function_call_output", "call_id": "a", "output": "{}"}
-    msg = {"type": "message", "role": "assistant", "content": "x"}
-    calls = [{"tool": "list_tasks", "arguments": {}, "result": {}}]
-    assert split_by_reply([msg, call, output, msg], calls, ["r1", "r2"]) == [
-        ("r2", calls, [call, output, msg])
-    ]
-    assert split_by_reply([call, output, msg], calls, ["r1"]) == [
-        ("r1", calls, [call, output, msg])
-    ]
-    # unmatched (e.g. a reply the converter did not report): the last reply takes everything
-    assert split_by_reply([call, output, msg, msg], calls, ["r1"]) == [
-        ("r1", calls, [call, output, msg, msg])
-    ]
-    assert split_by_reply([call, output], calls, []) == []
 
 
 async def test_text_rules_and_rename_rules(

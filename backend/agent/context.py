@@ -8,6 +8,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+Journal = Callable[[AsyncSession, dict[str, Any], list[dict[str, Any]]], Awaitable[None]]
+"""Records one tool call (`{"tool", "arguments", "result"}` and its model items) in the
+transaction that made the call's task change."""
+
 
 @dataclass
 class TurnContext:
@@ -16,7 +20,8 @@ class TurnContext:
     user_id: str
     """The token's `sub`. Tools act on this user's tasks and no one else's."""
     sessions: async_sessionmaker[AsyncSession]
-    """Where tools open their own short transactions."""
+    """Where tools open their transactions (a real transaction: the task change and its journal
+    record commit together)."""
     token: str = field(default="", repr=False)
     """The caller's bearer token, forwarded only when tools run over our own MCP server."""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
@@ -25,3 +30,5 @@ class TurnContext:
         default=None, repr=False
     )
     """Streaming turns: told `tool_call` before and `tool_result` after each tool runs."""
+    journal: Journal | None = field(default=None, repr=False)
+    """The turn's journal (None outside a chat turn)."""

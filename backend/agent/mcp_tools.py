@@ -16,6 +16,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from backend.agent.context import TurnContext
+from backend.agent.tools import Record
 from backend.errors import AppError, ServiceUnavailable
 
 
@@ -29,7 +30,7 @@ class McpToolClient:
         self.timeout = timeout
 
     async def __call__(
-        self, ctx: TurnContext, name: str, arguments: dict[str, Any]
+        self, ctx: TurnContext, name: str, arguments: dict[str, Any], record: Record
     ) -> dict[str, Any]:
         http = httpx2.AsyncClient(
             headers={"Authorization": f"Bearer {ctx.token}"}, timeout=self.timeout
@@ -51,4 +52,8 @@ class McpToolClient:
         if result.is_error:
             raise RemoteToolError(text)
         parsed = json.loads(text)
-        return parsed if isinstance(parsed, dict) else {"result": parsed}
+        outcome = parsed if isinstance(parsed, dict) else {"result": parsed}
+        # The change committed on the MCP server; its record follows in a transaction of ours.
+        async with ctx.sessions.begin() as db:
+            await record(db, outcome)
+        return outcome

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import inspect
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from agents import FunctionTool, RunContextWrapper
+from agents.tool_context import ToolContext
+from openai.types.responses import ResponseFunctionToolCall
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.agent.context import TurnContext
 from backend.errors import AppError
@@ -85,23 +89,60 @@ TOOL_SPECS: dict[str, dict[str, Any]] = {
 }
 
 
-Executor = Callable[[TurnContext, str, dict[str, Any]], Awaitable[dict[str, Any]]]
+Record = Callable[[AsyncSession, dict[str, Any]], Awaitable[None]]
+"""Journals a call's result inside the transaction that made its change."""
+Executor = Callable[[TurnContext, str, dict[str, Any], Record], Awaitable[dict[str, Any]]]
 
 
-async def in_process(ctx: TurnContext, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    """The default transport: call the task actions directly (one short transaction each)."""
-    return await ACTIONS[name](ctx.sessions, ctx.user_id, **arguments)
+async def in_process(
+    ctx: TurnContext, name: str, arguments: dict[str, Any], record: Record
+) -> dict[str, Any]:
+    """The default transport: the task action and its journal record in one transaction."""
+    async with ctx.sessions.begin() as session:
+        result = await ACTIONS[name](session, ctx.user_id, **arguments)
+        await record(session, result)
+    return result
+
+
+def _call_item(
+    call: ResponseFunctionToolCall | None, name: str, arguments: dict[str, Any]
+) -> dict[str, Any]:
+    """The model's function-call item as it will be replayed (provider extras included)."""
+    if call is not None:
+        return call.model_dump(exclude_unset=True, exclude_none=True)
+    return {
+        "type": "function_call",
+        "call_id": f"call_{uuid.uuid4().hex}",
+        "name": name,
+        "arguments": orjson.dumps(arguments).decode(),
+    }
 
 
 async def run_action(
-    ctx: TurnContext, name: str, arguments: dict[str, Any], executor: Executor = in_process
+    ctx: TurnContext,
+    name: str,
+    arguments: dict[str, Any],
+    executor: Executor = in_process,
+    call: ResponseFunctionToolCall | None = None,
 ) -> dict[str, Any]:
     """Run one task action for the context's user; failures come back as `{"error": ...}`."""
     allowed = TOOL_SPECS[name]["parameters"]["properties"]
     kwargs = {k: v for k, v in arguments.items() if k in allowed}
     await _notify(ctx, {"type": "tool_call", "tool": name, "arguments": kwargs})
+
+    async def record(session: AsyncSession, result: dict[str, Any]) -> None:
+        if ctx.journal is not None:
+            item = _call_item(call, name, kwargs)
+            output = {
+                "type": "function_call_output",
+                "call_id": item["call_id"],
+                "output": orjson.dumps(result).decode(),
+            }
+            entry = {"tool": name, "arguments": kwargs, "result": result}
+            await ctx.journal(session, entry, [item, output])
+
     try:
-        result = await executor(ctx, name, kwargs)
+        result = await executor(ctx, name, kwargs, record)
     except AppError as exc:
         result = {"error": exc.detail}
     except TypeError:
@@ -130,7 +171,8 @@ def _make_tool(name: str, executor: Executor) -> FunctionTool:
             result: dict[str, Any] = {"error": "arguments must be a JSON object"}
             wrapper.context.tool_calls.append({"tool": name, "arguments": {}, "result": result})
         else:
-            result = await run_action(wrapper.context, name, arguments, executor)
+            call = wrapper.tool_call if isinstance(wrapper, ToolContext) else None
+            result = await run_action(wrapper.context, name, arguments, executor, call)
         return orjson.dumps(result).decode()
 
     spec = TOOL_SPECS[name]

@@ -1,21 +1,16 @@
-"""Conversation rules: list (cursor-paginated), read with messages, rename, delete. Owner only."""
+"""Conversation rules for the REST API: list (cursor-paginated), read with messages, rename,
+delete. Owner only; the SQL is in `chat.repository`, shared with ChatKit's store."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.chat.models import Conversation, Message
-from backend.chat.repository import ConversationNotFound
+from backend.chat import repository
 from backend.errors import InvalidInput
 from backend.textrules import clean_text
-from backend.timeutil import utcnow
-
-C: Any = Conversation
-M: Any = Message
 
 
 def clean_title(title: Any) -> str:
@@ -24,71 +19,35 @@ def clean_title(title: Any) -> str:
     return clean_text("title", " ".join(title.split()), 200)
 
 
-async def get_conversation(
-    session: AsyncSession, user_id: str, conversation_id: uuid.UUID
-) -> Conversation:
-    result = await session.execute(select(C).where(C.id == conversation_id, C.user_id == user_id))
-    conversation = result.scalar_one_or_none()
-    if conversation is None:
-        raise ConversationNotFound()
-    return conversation
-
-
 async def list_conversations(
-    session: AsyncSession, user_id: str, *, limit: int, after: uuid.UUID | None
-) -> tuple[list[Conversation], uuid.UUID | None]:
+    engine: AsyncEngine, user_id: str, *, limit: int, after: uuid.UUID | None
+) -> tuple[list[repository.ConversationRow], uuid.UUID | None]:
     """Newest activity first; `after` is the last id of the previous page."""
-    query = select(C).where(C.user_id == user_id)
-    if after is not None:
-        cursor = await get_conversation(session, user_id, after)
-        query = query.where(
-            or_(
-                C.updated_at < cursor.updated_at,
-                and_(C.updated_at == cursor.updated_at, C.id < cursor.id),
-            )
-        )
-    rows = list(
-        (
-            await session.execute(query.order_by(C.updated_at.desc(), C.id.desc()).limit(limit + 1))
-        ).scalars()
+    return await repository.list_conversations(engine, user_id=user_id, limit=limit, after=after)
+
+
+async def get_conversation(
+    engine: AsyncEngine, user_id: str, conversation_id: uuid.UUID, *, limit: int, after: int | None
+) -> tuple[repository.ConversationRow, list[repository.MessageRow], int | None]:
+    """The conversation and a page of its messages, oldest first; the next page's cursor."""
+    conversation = await repository.get_conversation(
+        engine, user_id=user_id, conversation_id=conversation_id
     )
-    next_cursor = rows[limit - 1].id if len(rows) > limit else None
-    return rows[:limit], next_cursor
-
-
-async def list_messages(
-    session: AsyncSession, conversation_id: uuid.UUID, *, limit: int, after: int | None
-) -> tuple[list[Message], int | None]:
-    """Oldest first; `after` is the last message id of the previous page."""
-    query = select(M).where(M.conversation_id == conversation_id)
-    if after is not None:
-        query = query.where(M.id > after)
-    rows = list((await session.execute(query.order_by(M.id).limit(limit + 1))).scalars())
-    next_cursor = rows[limit - 1].id if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    messages, has_more = await repository.list_messages(
+        engine, user_id=user_id, conversation_id=conversation_id, limit=limit, after_id=after
+    )
+    return conversation, messages, (messages[-1].id if has_more else None)
 
 
 async def rename_conversation(
-    session: AsyncSession, user_id: str, conversation_id: uuid.UUID, title: Any
-) -> Conversation:
-    result = await session.execute(
-        update(C)
-        .where(C.id == conversation_id, C.user_id == user_id)
-        .values(title=clean_title(title), updated_at=utcnow())
-        .returning(C)
-        .execution_options(synchronize_session=False)
+    engine: AsyncEngine, user_id: str, conversation_id: uuid.UUID, title: Any
+) -> repository.ConversationRow:
+    return await repository.rename_conversation(
+        engine, user_id=user_id, conversation_id=conversation_id, title=clean_title(title)
     )
-    conversation = result.scalar_one_or_none()
-    if conversation is None:
-        raise ConversationNotFound()
-    return conversation
 
 
 async def delete_conversation(
-    session: AsyncSession, user_id: str, conversation_id: uuid.UUID
+    engine: AsyncEngine, user_id: str, conversation_id: uuid.UUID
 ) -> None:
-    result = await session.execute(
-        delete(C).where(C.id == conversation_id, C.user_id == user_id).returning(C.id)
-    )
-    if result.scalar_one_or_none() is None:
-        raise ConversationNotFound()
+    await repository.delete_conversation(engine, user_id=user_id, conversation_id=conversation_id)

@@ -15,6 +15,8 @@ import tiktoken
 
 from backend.agent.items import text_of
 
+INTERRUPTED_NOTE = "(My reply was interrupted. The task changes listed above were made.)"
+
 
 @lru_cache(maxsize=1)
 def _encoding() -> tiktoken.Encoding:
@@ -60,14 +62,13 @@ def to_input_items(rows: Sequence[Any]) -> list[dict[str, Any]]:
             items.append({"role": "user", "content": row.content})
         elif row.role != "assistant":
             continue  # ChatKit-only items (widgets, hidden context) are not model history
-        elif row.items:
-            replayed = replay_items(row.items)
-            has_reply = any(i.get("role") == "assistant" for i in replayed)
+        else:
+            # A reply cut off by a crash has no text yet: the model sees the interruption.
+            content = row.content or (INTERRUPTED_NOTE if row.status != "done" else "")
+            replayed = replay_items(row.items) if row.items else []
             items.extend(replayed)
-            if not has_reply and row.content:
-                items.append({"role": "assistant", "content": row.content})
-        elif row.content:
-            items.append({"role": "assistant", "content": row.content})
+            if content and not any(i.get("role") == "assistant" for i in replayed):
+                items.append({"role": "assistant", "content": content})
     return items
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -54,6 +55,11 @@ class Conversation(SQLModel, table=True):
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
     """When a crashed turn's claim lapses, so a killed process never blocks the conversation."""
+    listed: bool = Field(
+        default=True,
+        sa_column=Column(Boolean, nullable=False, server_default=text("true")),
+    )
+    """False for a conversation whose first turn has not committed anything yet (not listed)."""
 
 
 class Message(SQLModel, table=True):
@@ -61,6 +67,7 @@ class Message(SQLModel, table=True):
     __table_args__ = (
         Index("ix_messages_conversation_id_id", "conversation_id", "id"),
         Index("ix_messages_item_id", "item_id", unique=True),
+        Index("ix_messages_turn_id", "turn_id"),
     )
 
     id: int | None = Field(
@@ -90,6 +97,13 @@ class Message(SQLModel, table=True):
     """The ChatKit thread item id (every row has one, also rows written by /api/chat)."""
     item: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB, nullable=True))
     """The full ChatKit item, for rows ChatKit wrote; rows from /api/chat are rebuilt from role/content."""
+    turn_id: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
+    """The turn that wrote this row (its journal key)."""
+    status: str = Field(
+        default="done", sa_column=Column(String(16), nullable=False, server_default="done")
+    )
+    """`pending` (hidden: its turn has committed nothing yet), `running` (its turn's tools
+    committed, the reply is not written yet), `done`, or `interrupted`."""
     created_at: datetime = Field(
         default_factory=utcnow,
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),

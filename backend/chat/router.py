@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from backend.auth import CurrentUser
 from backend.chat import conversations as service
+from backend.chat import turn
 from backend.chat.schemas import (
     ChatRequest,
     ChatResponse,
@@ -21,16 +22,15 @@ from backend.chat.schemas import (
     ConversationUpdate,
     MessageRead,
 )
-from backend.chat.turn import ChatRuntime, begin_turn, run_turn, stream_turn
-from backend.db import SessionDep
+from backend.chat.turn import ChatRuntime
 from backend.errors import Forbidden, error_responses
 from backend.reliability.deps import (
     RateLimitedUser,
     chat_rate_limit,
     claim_idempotency_key,
-    idempotent,
+    replay_response,
 )
-from backend.reliability.idempotency import IdempotencyClaim, Replay
+from backend.reliability.idempotency import Replay
 
 router = APIRouter(prefix="/api", responses=error_responses(400, 401, 422, 503))
 
@@ -65,40 +65,32 @@ def _sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
 async def chat(body: ChatRequest, user: RateLimitedUser, request: Request) -> Any:
     """Send a message; the agent answers, using task tools as needed.
 
-    Send `Idempotency-Key` to make retries safe: a repeat returns the first answer.
+    Send `Idempotency-Key` to make retries safe: a repeat returns the first answer (or, if that
+    turn was interrupted, the turn as recorded) and never runs a tool twice.
     """
     runtime = _runtime(request)
-    if not (body.stream or "text/event-stream" in request.headers.get("accept", "")):
-        return await idempotent(
-            request, user, body, lambda: run_turn(runtime, user, body.message, body.conversation_id)
-        )
-    claim = await claim_idempotency_key(request, user, body)
+    streaming = body.stream or "text/event-stream" in request.headers.get("accept", "")
+    claim = await claim_idempotency_key(
+        request, user, body, turn_id=uuid.uuid4(), wait=not streaming
+    )
     if isinstance(claim, Replay):
+        if not streaming:
+            return replay_response(claim)
         done = {"type": "done", **claim.body}
         events = [{"type": "conversation", "conversation_id": claim.body["conversation_id"]}, done]
         return _stream(_replayed(events))
-    try:
-        turn = await begin_turn(runtime, user, body.message, body.conversation_id)
-    except BaseException:
-        if claim is not None:
-            await claim.release()
-        raise
-    return _stream(stream_turn(runtime, turn, on_finish=_recorder(claim)))
+    turn_ = await turn.begin(runtime, user, body.message, body.conversation_id, key=claim)
+    if not streaming:
+        return await turn.execute(runtime, turn_)
+    return _stream(_with_conversation(turn_, turn.TurnEvents(runtime, turn_)))
 
 
-def _recorder(
-    claim: IdempotencyClaim | None,
-) -> Callable[[ChatResponse | None], Awaitable[None]] | None:
-    if claim is None:
-        return None
-
-    async def record(response: ChatResponse | None) -> None:
-        if response is None:
-            await claim.release()
-        else:
-            await claim.complete(200, response.model_dump(mode="json"))
-
-    return record
+async def _with_conversation(
+    turn_: turn.Turn, events: turn.TurnEvents
+) -> AsyncIterator[dict[str, Any]]:
+    yield {"type": "conversation", "conversation_id": str(turn_.conversation_id)}
+    async for event in events:
+        yield event
 
 
 async def _replayed(events: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
@@ -137,11 +129,13 @@ async def chat_for_user(
 )
 async def list_conversations(
     user: CurrentUser,
-    session: SessionDep,
+    request: Request,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: uuid.UUID | None = None,
 ) -> ConversationList:
-    rows, next_cursor = await service.list_conversations(session, user.id, limit=limit, after=after)
+    rows, next_cursor = await service.list_conversations(
+        _runtime(request).autocommit_engine, user.id, limit=limit, after=after
+    )
     return ConversationList(
         conversations=[ConversationSummary.model_validate(c) for c in rows], next_cursor=next_cursor
     )
@@ -156,13 +150,12 @@ async def list_conversations(
 async def get_conversation(
     conversation_id: uuid.UUID,
     user: CurrentUser,
-    session: SessionDep,
+    request: Request,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
 ) -> ConversationDetail:
-    conversation = await service.get_conversation(session, user.id, conversation_id)
-    messages, next_cursor = await service.list_messages(
-        session, conversation.id, limit=limit, after=after
+    conversation, messages, next_cursor = await service.get_conversation(
+        _runtime(request).autocommit_engine, user.id, conversation_id, limit=limit, after=after
     )
     return ConversationDetail(
         **ConversationSummary.model_validate(conversation).model_dump(),
@@ -178,9 +171,11 @@ async def get_conversation(
     responses=error_responses(404),
 )
 async def rename_conversation(
-    conversation_id: uuid.UUID, body: ConversationUpdate, user: CurrentUser, session: SessionDep
+    conversation_id: uuid.UUID, body: ConversationUpdate, user: CurrentUser, request: Request
 ) -> ConversationSummary:
-    conversation = await service.rename_conversation(session, user.id, conversation_id, body.title)
+    conversation = await service.rename_conversation(
+        _runtime(request).autocommit_engine, user.id, conversation_id, body.title
+    )
     return ConversationSummary.model_validate(conversation)
 
 
@@ -191,7 +186,7 @@ async def rename_conversation(
     responses=error_responses(404),
 )
 async def delete_conversation(
-    conversation_id: uuid.UUID, user: CurrentUser, session: SessionDep
+    conversation_id: uuid.UUID, user: CurrentUser, request: Request
 ) -> Response:
-    await service.delete_conversation(session, user.id, conversation_id)
+    await service.delete_conversation(_runtime(request).autocommit_engine, user.id, conversation_id)
     return Response(status_code=204)

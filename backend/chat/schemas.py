@@ -30,6 +30,10 @@ class ChatResponse(BaseModel):
     message_id: int
     response: str
     tool_calls: list[ToolCall]
+    interrupted: bool = Field(
+        default=False,
+        description="True when the reply was cut off (the tool calls listed took effect).",
+    )
 
 
 class ConversationSummary(BaseModel):

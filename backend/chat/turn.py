@@ -1,16 +1,23 @@
-"""The chat turn: claim the conversation, load its history, run the agent, store the turn.
+"""The turn engine: one chat turn from claim to final state, for every front door.
 
-Stateless: everything about a conversation lives in PostgreSQL, so any replica can continue
-it. No database connection is held while the model thinks; the conversation's `active_turn`
-claim (with an expiry) keeps two turns of one conversation from interleaving.
+`POST /api/chat` (plain and SSE) and `/api/chatkit` both call `begin` and then `execute` (one
+answer) or `TurnEvents` (the turn's events as they happen); they only translate. Stateless:
+everything about a conversation lives in PostgreSQL, so any replica can continue it. No
+connection is held while the model thinks; the conversation's claim (`active_turn`, lasting
+CHAT_TIMEOUT_SECONDS + 5 s) keeps two turns of one conversation from interleaving.
 
-What is stored when something fails:
-- the model fails before any tool ran: nothing (the conversation reads as if the message
-  was never sent; retrying is safe);
-- it fails after tools changed tasks: the whole turn, i.e. the user message, the tool calls
-  with their results and an assistant note that the reply was interrupted, so the history
-  matches the task list and a retry does not repeat the changes;
-- storing the turn itself fails: nothing (one transaction).
+The journal (`chat.repository`), and what each failure leaves:
+- `begin` claims the conversation and writes the user message and a reply placeholder, hidden;
+- each tool call commits its task change and its record in one transaction: from the first
+  one on, the conversation shows the user message and every tool call that took effect;
+- the end writes the reply. A failure (model error, timeout, database outage, the client
+  stopping a ChatKit stream) writes an "interrupted" note under the tool calls instead; if no
+  tool had committed, the turn's rows go (and a conversation the turn created is not listed).
+  If the database is down at that moment, the clean-up is retried in the background, and a
+  turn whose process died reads as interrupted once its claim lapses.
+So no task changes without the conversation saying so, and a retry never repeats a committed
+tool call: with an Idempotency-Key, the repeat of a finished or interrupted turn returns the
+turn as recorded, and only a turn that committed nothing runs again.
 """
 
 from __future__ import annotations
@@ -19,24 +26,33 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import openai
-import orjson
 from agents import Agent, MaxTurnsExceeded, Runner, RunResult, RunResultStreaming
 from agents.exceptions import AgentsException, ModelBehaviorError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.agent.chat_model import ProviderError
-from backend.agent.context import TurnContext
+from backend.agent.context import Journal, TurnContext
+from backend.agent.items import text_of
 from backend.auth import User
 from backend.chat import repository
 from backend.chat.history import count_tokens, title_from, to_input_items
 from backend.chat.schemas import ChatResponse, ToolCall
 from backend.config import Settings
-from backend.errors import AppError, GatewayTimeout, RateLimited, ServiceUnavailable
+from backend.errors import (
+    AppError,
+    DatabaseUnavailable,
+    GatewayTimeout,
+    RateLimited,
+    ServiceUnavailable,
+    is_connectivity_error,
+)
+from backend.reliability.idempotency import IdempotencyClaim
 from backend.textrules import clean_text
 
 log = logging.getLogger(__name__)
@@ -50,11 +66,13 @@ class ChatRuntime:
     """What a turn needs from the process: built once in the lifespan."""
 
     settings: Settings
-    engine: AsyncEngine
+    autocommit_engine: AsyncEngine
+    """Single-statement units (the journal's statements are each atomic on their own)."""
     sessions: async_sessionmaker[AsyncSession]
+    """Real transactions: a tool's task change and its journal record."""
     agent: Agent[TurnContext]
-    background: set[asyncio.Task[None]] = field(default_factory=set)
-    """Streaming turns still running (kept referenced; awaited at shutdown)."""
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+    """Turns whose clients left and clean-ups being retried (kept referenced; awaited at shutdown)."""
 
     def agent_for_run(self) -> Agent[TurnContext]:
         """A shallow clone for one run: the same tools and model, its own identity.
@@ -65,6 +83,12 @@ class ChatRuntime:
         """
         return self.agent.clone()
 
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
 
 @dataclass
 class Turn:
@@ -73,137 +97,193 @@ class Turn:
     user: User
     message: str
     conversation_id: uuid.UUID
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    context: TurnContext | None = None
+    created: bool
+    """This turn created the conversation (a failure that committed nothing removes it)."""
+    id: uuid.UUID
+    user_row: int | None
+    reply_row: int
+    reply_item_id: str
+    title: str | None
+    history: list[dict[str, Any]]
+    context: TurnContext
+    key: IdempotencyClaim | None = None
     started: float = field(default_factory=time.perf_counter)
+    interrupted: repository.RecordedTurn | None = None
+    """Set when the turn failed after its tools committed: what the conversation now shows."""
 
 
-def clean_message(message: str, max_chars: int) -> str:
-    return clean_text("message", message, max_chars)
-
-
-async def begin_turn(
-    rt: ChatRuntime, user: User, message: str, conversation_id: uuid.UUID | None
+async def begin(
+    rt: ChatRuntime,
+    user: User,
+    message: str,
+    conversation_id: uuid.UUID | None,
+    *,
+    create: bool = False,
+    key: IdempotencyClaim | None = None,
+    user_item_id: str | None = None,
+    user_item: dict[str, Any] | None = None,
+    reply_item_id: str | None = None,
+    adopt: bool = False,
+    field_name: str = "message",
 ) -> Turn:
-    """Validate, then claim (or create) the conversation and load its history window."""
+    """Validate, claim (or create) the conversation, journal the turn's start, load history.
+
+    `create` with a given id makes a conversation of that id (ChatKit picks thread ids);
+    `adopt` answers a user message stored earlier (ChatKit's retry). On any failure here the
+    idempotency key is released: nothing ran.
+    """
     settings = rt.settings
-    text = clean_message(message, settings.max_message_chars)
-    turn = Turn(user=user, message=text, conversation_id=conversation_id or uuid.uuid4())
-    if conversation_id is None:
-        await repository.create_conversation(
-            rt.engine,
-            user_id=user.id,
-            conversation_id=turn.conversation_id,
-            title=title_from(text),
-            turn=turn.id,
-            lock_seconds=settings.turn_lock_seconds,
-        )
-        rows: list[repository.HistoryRow] = []
-    else:
-        rows = await repository.claim_conversation(
-            rt.engine,
+    try:
+        text = clean_text(field_name, message, settings.max_message_chars)
+        if conversation_id is None:
+            conversation_id, create = uuid.uuid4(), True
+        turn_id = key.turn_id if key is not None and key.turn_id else uuid.uuid4()
+        reply_item_id = reply_item_id or "msg_" + uuid.uuid4().hex
+        title = title_from(text) if create else None
+        started = await repository.start_turn(
+            rt.autocommit_engine,
             user_id=user.id,
             conversation_id=conversation_id,
-            turn=turn.id,
+            create=create,
+            title=title,
+            turn=turn_id,
             lock_seconds=settings.turn_lock_seconds,
+            user_content=text,
+            user_tokens=count_tokens(text),
+            user_item_id=user_item_id,
+            user_item=user_item,
+            reply_item_id=reply_item_id,
+            adopt=adopt,
             max_messages=settings.history_max_messages,
             token_budget=settings.history_token_budget,
         )
-    turn.history = [*to_input_items(rows), {"role": "user", "content": text}]
-    turn.context = TurnContext(user_id=user.id, sessions=rt.sessions, token=user.token)
+    except BaseException as exc:
+        if key is not None:
+            await asyncio.shield(_settle_key(rt, key, None))
+        if isinstance(exc, SQLAlchemyError) and is_connectivity_error(exc):
+            raise DatabaseUnavailable() from None
+        raise
+    history = to_input_items(started.history)
+    if not adopt:
+        history.append({"role": "user", "content": text})
+    turn = Turn(
+        user=user,
+        message=text,
+        conversation_id=conversation_id,
+        created=create,
+        id=turn_id,
+        user_row=started.user_row,
+        reply_row=started.reply_row,
+        reply_item_id=reply_item_id,
+        title=title,
+        history=history,
+        context=TurnContext(user_id=user.id, sessions=rt.sessions, token=user.token),
+        key=key,
+    )
+    turn.context.journal = _journal(turn)
     return turn
 
 
-def provider_error(exc: BaseException) -> AppError:
-    """Map a model-provider failure to what the client sees."""
+def _journal(turn: Turn) -> Journal:
+    async def record(
+        session: AsyncSession, call: dict[str, Any], items: list[dict[str, Any]]
+    ) -> None:
+        await repository.record_tool_call(
+            session,
+            conversation_id=turn.conversation_id,
+            turn=turn.id,
+            user_row=turn.user_row,
+            reply_row=turn.reply_row,
+            call=call,
+            items=items,
+            tokens=count_tokens("", items),
+        )
+
+    return record
+
+
+# --- running a turn -------------------------------------------------------------------------
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what caused it (the SDK wraps errors raised inside tools)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 10:
+        seen.append(current)
+        implicit = None if current.__suppress_context__ else current.__context__
+        current = current.__cause__ or implicit
+    return seen
+
+
+def classify(exc: BaseException) -> AppError | None:
+    """What the client sees for a failed turn; None for errors that are not the model's or the
+    database's (they propagate as they are)."""
+    causes = _causes(exc)
+    if any(isinstance(e, SQLAlchemyError) and is_connectivity_error(e) for e in causes):
+        return DatabaseUnavailable()
+    if isinstance(exc, AppError):
+        return exc
     if isinstance(exc, TimeoutError):
         return GatewayTimeout()
-    if isinstance(exc, ProviderError):
-        if exc.status == 429 and exc.retry_after and exc.retry_after.strip().isdigit():
-            return RateLimited(
-                "The AI service is rate limited; retry later",
-                retry_after=max(1, int(exc.retry_after)),
-            )
+    for cause in causes:
+        if isinstance(cause, ProviderError):
+            if cause.status == 429 and cause.retry_after and cause.retry_after.strip().isdigit():
+                return RateLimited(
+                    "The AI service is rate limited; retry later",
+                    retry_after=max(1, int(cause.retry_after)),
+                )
+            return ServiceUnavailable(AI_UNAVAILABLE)
+    if any(
+        isinstance(e, (openai.OpenAIError, ModelBehaviorError, AgentsException)) for e in causes
+    ):
         return ServiceUnavailable(AI_UNAVAILABLE)
-    if isinstance(exc, openai.RateLimitError):
-        retry_after = exc.response.headers.get("retry-after") if exc.response is not None else None
-        if retry_after and retry_after.strip().isdigit():
-            return RateLimited(
-                "The AI service is rate limited; retry later", retry_after=max(1, int(retry_after))
-            )
-        return ServiceUnavailable(AI_UNAVAILABLE)
-    return ServiceUnavailable(AI_UNAVAILABLE)
+    return None
 
 
-def _is_provider_failure(exc: BaseException) -> bool:
-    return isinstance(
-        exc, (openai.OpenAIError, ProviderError, TimeoutError, ModelBehaviorError, AgentsException)
-    )
+_REASONS = {
+    "timeout": "the AI service did not answer in time",
+    "database_unavailable": "the database was unavailable",
+    "stopped": "stopped",
+}
 
 
-def synthetic_items(tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Function-call items for tools that ran in a turn whose model output was lost."""
-    items: list[dict[str, Any]] = []
-    for n, call in enumerate(tool_calls):
-        call_id = f"call_interrupted_{n}"
-        items.append(
-            {
-                "type": "function_call",
-                "call_id": call_id,
-                "name": call["tool"],
-                "arguments": orjson.dumps(call["arguments"]).decode(),
-            }
-        )
-        items.append(
-            {
-                "type": "function_call_output",
-                "call_id": call_id,
-                "output": orjson.dumps(call["result"]).decode(),
-            }
-        )
-    return items
+def _note(reason: str) -> str:
+    text = _REASONS.get(reason, "the AI service failed")
+    return f"(My reply was interrupted: {text}. The task changes listed above were made.)"
 
 
-async def finish_turn(
-    rt: ChatRuntime, turn: Turn, reply: str, items: list[dict[str, Any]]
-) -> ChatResponse:
-    assert turn.context is not None
-    tool_calls = turn.context.tool_calls
-    message_id = await repository.store_turn(
-        rt.engine,
-        user_id=turn.user.id,
-        conversation_id=turn.conversation_id,
-        turn=turn.id,
-        user_content=turn.message,
-        user_tokens=count_tokens(turn.message),
-        reply=reply,
-        reply_tokens=count_tokens(reply, items),
-        tool_calls=tool_calls,
-        items=items,
-    )
-    return ChatResponse(
-        conversation_id=turn.conversation_id,
-        message_id=message_id,
-        response=reply,
-        tool_calls=[ToolCall.model_validate(c) for c in tool_calls],
-    )
+def reply_text(items: list[dict[str, Any]]) -> str:
+    """The turn's reply: every assistant message of the run, in order (text, tools, more text)."""
+    texts = [
+        text_of(i.get("content"))
+        for i in items
+        if i.get("role") == "assistant" and i.get("type", "message") == "message"
+    ]
+    return "\n\n".join(t for t in texts if t)
 
 
-async def fail_turn(rt: ChatRuntime, turn: Turn, reason: str) -> None:
-    """Leave the conversation consistent after a failed run (see the module docstring)."""
-    assert turn.context is not None
+async def _relay_text(result: RunResultStreaming, emit: Callable[[dict[str, Any]], None]) -> None:
+    """Text deltas as they come; messages of one turn are separated as `reply_text` joins them."""
+    said = False  # text already sent
+    new_message = False
     try:
-        if turn.context.tool_calls:
-            note = f"(My reply was interrupted: {reason}. The task changes listed above were made.)"
-            await finish_turn(rt, turn, note, synthetic_items(turn.context.tool_calls))
-        else:
-            await repository.release_conversation(
-                rt.engine, conversation_id=turn.conversation_id, turn=turn.id
-            )
-    except Exception:
-        # The claim expires on its own; the client still gets the original error.
-        log.warning("could not clean up failed turn %s", turn.id, exc_info=True)
+        async for event in result.stream_events():
+            if event.type != "raw_response_event":
+                continue
+            kind = event.data.type
+            if kind == "response.output_text.delta":
+                delta = event.data.delta
+                if not delta:
+                    continue
+                if said and new_message:
+                    delta = "\n\n" + delta
+                said, new_message = True, False
+                emit({"type": "text.delta", "delta": delta})
+            elif kind == "response.output_item.added":
+                new_message = True
+    finally:
+        result.cancel()  # a no-op when complete; stops the run if we were cut off
 
 
 def new_items_as_input(new_items: list[Any]) -> list[dict[str, Any]]:
@@ -214,12 +294,11 @@ def new_items_as_input(new_items: list[Any]) -> list[dict[str, Any]]:
     return items
 
 
-async def execute_turn(
+async def execute(
     rt: ChatRuntime, turn: Turn, emit: Callable[[dict[str, Any]], None] | None = None
 ) -> ChatResponse:
     """Run the agent for a begun turn and store it. With `emit`, reply text streams as it comes."""
     ctx = turn.context
-    assert ctx is not None
     settings = rt.settings
     try:
         async with asyncio.timeout(settings.chat_timeout_seconds):
@@ -237,36 +316,42 @@ async def execute_turn(
                     context=ctx,
                     max_turns=settings.agent_max_turns,
                 )
-                async for event in result.stream_events():
-                    if (
-                        event.type == "raw_response_event"
-                        and event.data.type == "response.output_text.delta"
-                    ):
-                        emit({"type": "text.delta", "delta": event.data.delta})
-        reply = str(result.final_output or "")
+                await _relay_text(result, emit)
         items = new_items_as_input(result.new_items)
+        reply = reply_text(items) or str(result.final_output or "")
         usage = result.context_wrapper.usage
     except MaxTurnsExceeded as exc:
         items = new_items_as_input(exc.run_data.new_items) if exc.run_data else []
         reply, usage = MAX_TURNS_REPLY, None
+        if emit is not None:
+            emit({"type": "text.delta", "delta": "\n\n" + MAX_TURNS_REPLY})
     except BaseException as exc:
-        timed_out = isinstance(exc, TimeoutError)
-        reason = "the AI service did not answer in time" if timed_out else "the AI service failed"
-        await asyncio.shield(fail_turn(rt, turn, reason))
-        if _is_provider_failure(exc):
-            log.warning(
-                "chat turn failed: user=%s conversation=%s error=%s",
-                turn.user.id,
-                turn.conversation_id,
-                type(exc).__name__,
-            )
-            raise provider_error(exc) from None
-        raise
+        await _fail(rt, turn, exc)
+        _raise_classified(exc)
     try:
-        response = await finish_turn(rt, turn, reply, items)
-    except BaseException:
-        await asyncio.shield(fail_turn_release(rt, turn))
-        raise
+        await repository.finish_turn(
+            rt.autocommit_engine,
+            user_id=turn.user.id,
+            conversation_id=turn.conversation_id,
+            turn=turn.id,
+            user_row=turn.user_row,
+            reply_row=turn.reply_row,
+            reply=reply,
+            reply_tokens=count_tokens(reply, items),
+            tool_calls=ctx.tool_calls,
+            items=items,
+        )
+    except BaseException as exc:
+        await _fail(rt, turn, exc)
+        _raise_classified(exc)
+    response = ChatResponse(
+        conversation_id=turn.conversation_id,
+        message_id=turn.reply_row,
+        response=reply,
+        tool_calls=[ToolCall.model_validate(c) for c in ctx.tool_calls],
+    )
+    if turn.key is not None:
+        await asyncio.shield(_settle_key(rt, turn.key, response.model_dump(mode="json")))
     log.info(
         "chat turn user=%s conversation=%s tools=%s input_tokens=%s output_tokens=%s latency=%.0fms",
         turn.user.id,
@@ -279,60 +364,166 @@ async def execute_turn(
     return response
 
 
-async def run_turn(
-    rt: ChatRuntime, user: User, message: str, conversation_id: uuid.UUID | None
-) -> ChatResponse:
-    """The non-streaming turn: the whole reply at once."""
-    return await execute_turn(rt, await begin_turn(rt, user, message, conversation_id))
+def _raise_classified(exc: BaseException) -> NoReturn:
+    error = None if isinstance(exc, asyncio.CancelledError) else classify(exc)
+    if error is None or error is exc:
+        raise exc
+    raise error from None
 
 
-async def stream_turn(
-    rt: ChatRuntime,
-    turn: Turn,
-    on_finish: Callable[[ChatResponse | None], Awaitable[None]] | None = None,
-) -> AsyncIterator[dict[str, Any]]:
-    """Events of a begun turn: conversation, text.delta, tool_call, tool_result, then done or error.
-
-    The turn runs in its own task, so a client that disconnects mid-stream does not cut it in
-    half: it completes and is stored (or fails and is cleaned up) exactly as without streaming.
-    """
-    assert turn.context is not None
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    turn.context.events = queue.put_nowait
-
-    async def produce() -> None:
-        response: ChatResponse | None = None
-        try:
-            response = await execute_turn(rt, turn, emit=queue.put_nowait)
-            queue.put_nowait({"type": "done", **response.model_dump(mode="json")})
-        except AppError as exc:
-            queue.put_nowait({"type": "error", "status": exc.status, **exc.body()})
-        except Exception:
-            log.exception("streaming turn %s failed", turn.id)
-            queue.put_nowait(
-                {
-                    "type": "error",
-                    "status": 500,
-                    "detail": "Internal server error",
-                    "code": "internal_error",
-                }
-            )
-
-    task = asyncio.create_task(produce())
-    rt.background.add(task)
-    task.add_done_callback(rt.background.discard)
-    yield {"type": "conversation", "conversation_id": str(turn.conversation_id)}
-    while True:
-        event = await queue.get()
-        yield event
-        if event["type"] in ("done", "error"):
-            return
+async def _fail(rt: ChatRuntime, turn: Turn, exc: BaseException) -> None:
+    """Leave the conversation and the idempotency key consistent, then let `exc` propagate."""
+    if isinstance(exc, asyncio.CancelledError):
+        reason = "stopped"
+    else:
+        error = classify(exc)
+        reason = error.code if error is not None else "failed"
+        log.warning(
+            "chat turn failed: user=%r conversation=%s error=%s",
+            turn.user.id,
+            turn.conversation_id,
+            type(exc).__name__,
+        )
+    await asyncio.shield(_close_failed(rt, turn, reason, first_try=True))
 
 
-async def fail_turn_release(rt: ChatRuntime, turn: Turn) -> None:
+async def _close_failed(rt: ChatRuntime, turn: Turn, reason: str, *, first_try: bool) -> bool:
+    """Write the failed turn's end; retried in the background while the database is down."""
     try:
-        await repository.release_conversation(
-            rt.engine, conversation_id=turn.conversation_id, turn=turn.id
+        kept = await repository.interrupt_turn(
+            rt.autocommit_engine,
+            user_id=turn.user.id,
+            conversation_id=turn.conversation_id,
+            turn=turn.id,
+            user_row=turn.user_row,
+            reply_row=turn.reply_row,
+            created=turn.created,
+            note=_note(reason),
         )
     except Exception:
-        log.warning("could not release turn %s", turn.id, exc_info=True)
+        if first_try:
+            log.warning("could not close failed turn %s; retrying in the background", turn.id)
+            rt.spawn(_retry_close(rt, turn, reason))
+        return False
+    recorded = None
+    if kept:
+        recorded = turn.interrupted = repository.RecordedTurn(
+            conversation_id=turn.conversation_id,
+            message_id=turn.reply_row,
+            reply=_note(reason),
+            tool_calls=turn.context.tool_calls,
+            interrupted=True,
+        )
+    if turn.key is not None:
+        await _settle_key(rt, turn.key, recorded_body(recorded) if recorded else None)
+    return True
+
+
+async def _retry_close(rt: ChatRuntime, turn: Turn, reason: str) -> None:
+    deadline = time.monotonic() + rt.settings.turn_lock_seconds
+    delay = 0.5
+    while time.monotonic() < deadline:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+        if await _close_failed(rt, turn, reason, first_try=False):
+            return
+    log.warning("gave up closing turn %s; its claim lapses on its own", turn.id)
+
+
+def recorded_body(recorded: repository.RecordedTurn) -> dict[str, Any]:
+    """The answer a repeat of an interrupted (or finished) turn gets: the turn as recorded."""
+    return ChatResponse(
+        conversation_id=recorded.conversation_id,
+        message_id=recorded.message_id,
+        response=recorded.reply,
+        tool_calls=[ToolCall.model_validate(c) for c in recorded.tool_calls],
+        interrupted=recorded.interrupted,
+    ).model_dump(mode="json")
+
+
+async def _settle_key(rt: ChatRuntime, key: IdempotencyClaim, body: dict[str, Any] | None) -> None:
+    """Store the answer under the key, or release it (a repeat runs afresh)."""
+    try:
+        if body is None:
+            await key.release()
+        else:
+            await key.complete(200, body)
+    except Exception:
+        # Left claimed: a repeat after the claim lapses consults the journal (see idempotency).
+        log.warning("could not settle idempotency key for turn %s", key.turn_id)
+
+
+async def run_turn(
+    rt: ChatRuntime,
+    user: User,
+    message: str,
+    conversation_id: uuid.UUID | None,
+    key: IdempotencyClaim | None = None,
+) -> ChatResponse:
+    """The non-streaming turn: the whole reply at once."""
+    return await execute(rt, await begin(rt, user, message, conversation_id, key=key))
+
+
+class TurnEvents:
+    """A begun turn's events as they happen: text.delta, tool_call, tool_result, then done or error.
+
+    The turn runs in its own task, so a client that goes away mid-stream does not cut it in
+    half: it completes and is stored (or fails and is closed) exactly as without streaming.
+    `cancel()` stops it on purpose (ChatKit's stop button).
+    """
+
+    def __init__(self, rt: ChatRuntime, turn: Turn) -> None:
+        self.turn = turn
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        turn.context.events = self._queue.put_nowait
+        self._task = rt.spawn(self._produce(rt))
+
+    async def _produce(self, rt: ChatRuntime) -> None:
+        put = self._queue.put_nowait
+        try:
+            response = await execute(rt, self.turn, emit=put)
+            put({"type": "done", **response.model_dump(mode="json")})
+        except asyncio.CancelledError:
+            put(self._error_event(ServiceUnavailable("Stopped")))
+            raise
+        except BaseException as exc:
+            error = classify(exc)
+            if error is None:
+                log.exception("streaming turn %s failed", self.turn.id)
+            put(self._error_event(error))
+
+    def _error_event(self, error: AppError | None) -> dict[str, Any]:
+        if error is None:
+            event = {"type": "error", "status": 500, "detail": "Internal server error"}
+            event["code"] = "internal_error"
+        else:
+            event = {"type": "error", "status": error.status, **error.body()}
+            if "Retry-After" in error.headers:
+                event["retry_after"] = int(error.headers["Retry-After"])
+        if self.turn.interrupted is not None:
+            event["interrupted"] = recorded_body(self.turn.interrupted)
+        return event
+
+    def cancel(self) -> None:
+        self._task.cancel()
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            event = await self._queue.get()
+            yield event
+            if event["type"] in ("done", "error"):
+                return
+
+
+__all__ = [
+    "AI_UNAVAILABLE",
+    "MAX_TURNS_REPLY",
+    "ChatRuntime",
+    "Turn",
+    "TurnEvents",
+    "begin",
+    "classify",
+    "execute",
+    "recorded_body",
+    "run_turn",
+]

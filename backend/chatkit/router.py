@@ -5,18 +5,14 @@ errors: a malformed body (400), an unknown or foreign thread (404), invalid text
 already running in the thread (409), the rate limit (429), unsupported operations such as
 attachments (400).
 
-A streamed turn runs in its own task and the response relays its events. When the client goes
-away (ChatKit's stop button aborts the request) the task is cancelled once, so ChatKit's own
-cancellation handling and ours (keeping what the tools did, releasing the thread) run to the end
-instead of being cancelled again at every await by the server's disconnect handling.
+Turns go through the one turn engine (`chatkit.server.start_turn`), which runs each turn in
+its own task; when the client goes away (ChatKit's stop button aborts the request) the turn is
+stopped and closed by the engine's rules.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 from chatkit.server import StreamingResult
@@ -25,8 +21,6 @@ from chatkit.types import (
     AttachmentsCreateReq,
     AttachmentsDeleteReq,
     ChatKitReq,
-    ErrorCode,
-    ErrorEvent,
     InputTranscribeReq,
     ThreadsAddClientToolOutputReq,
     ThreadsAddStructuredInputReq,
@@ -43,15 +37,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import TypeAdapter, ValidationError
 
 from backend.auth import CurrentUser
-from backend.chat import repository
 from backend.chat.conversations import clean_title
+from backend.chat.repository import ConversationNotFound
 from backend.chat.turn import ChatRuntime
 from backend.chatkit.context import ChatKitContext
-from backend.chatkit.server import TaskChatKitServer
+from backend.chatkit.server import TaskChatKitServer, start_turn
 from backend.chatkit.store import AttachmentsNotSupported
 from backend.errors import BadRequest, NotFound, error_responses
 from backend.reliability.ratelimit import RateLimiter
-from backend.textrules import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +65,6 @@ _UNSUPPORTED = (
     ThreadsSyncCustomActionReq,
 )
 _TURNS = (ThreadsCreateReq, ThreadsAddUserMessageReq, ThreadsRetryAfterItemReq)
-_STREAM_FAILED = (
-    b"data: "
-    + ErrorEvent(code=ErrorCode.STREAM_ERROR, allow_retry=False).model_dump_json().encode()
-    + b"\n\n"
-)
 
 
 class ThreadNotFound(NotFound):
@@ -84,11 +72,10 @@ class ThreadNotFound(NotFound):
     detail = "Thread not found"
 
 
-def _check_input(message: UserMessageInput, max_chars: int) -> None:
-    """The same rules as /api/chat's message: not empty, not too long, storable."""
+def _check_input(message: UserMessageInput) -> None:
+    """Attachments are not supported; the text itself is checked by the turn engine."""
     if message.attachments:
         raise AttachmentsNotSupported()
-    clean_text("input.content", "".join(part.text for part in message.content), max_chars)
 
 
 @router.post(
@@ -106,101 +93,29 @@ async def chatkit(request: Request, user: CurrentUser) -> Response:
         if isinstance(req, (AttachmentsCreateReq, AttachmentsDeleteReq)):
             raise AttachmentsNotSupported()
         raise BadRequest(f"{req.type} is not supported by this server")
-    server: TaskChatKitServer = request.app.state.chatkit
     runtime: ChatRuntime = request.app.state.chat
-    context = ChatKitContext(user=user, lock_seconds=runtime.settings.turn_lock_seconds)
-    if isinstance(req, ThreadsUpdateReq):
-        req.params.title = clean_title(req.params.title)
-        body = req.model_dump_json().encode()
-    if isinstance(req, (ThreadsCreateReq, ThreadsAddUserMessageReq)):
-        _check_input(req.params.input, runtime.settings.max_message_chars)
-        context.owns_input = True
-    if isinstance(req, _TURNS):
-        limiter: RateLimiter = request.app.state.rate_limiter
-        await limiter.hit(user.id)
-        context.turn = uuid.uuid4()  # a new thread is claimed when it is stored
-    thread_id: str | None = getattr(req.params, "thread_id", None)
-    if thread_id is not None:
-        try:
-            await server.store.load_thread(thread_id, context)
-        except NotFoundError:
-            raise ThreadNotFound() from None
-        if context.turn is not None:
-            await repository.claim_conversation(
-                runtime.engine,
-                user_id=user.id,
-                conversation_id=uuid.UUID(thread_id),
-                turn=context.turn,
-                lock_seconds=context.lock_seconds,
-                max_messages=1,
-                token_budget=0,
+    server: TaskChatKitServer = request.app.state.chatkit
+    try:
+        if isinstance(req, _TURNS):
+            if isinstance(req, (ThreadsCreateReq, ThreadsAddUserMessageReq)):
+                _check_input(req.params.input)
+            limiter: RateLimiter = request.app.state.rate_limiter
+            await limiter.hit(user.id)
+            stream = await start_turn(runtime, server.store, req, user)  # type: ignore[arg-type]
+            return StreamingResponse(
+                stream,
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-            context.claimed = uuid.UUID(thread_id)
-    try:
-        result = await server.process(body, context)
-    except NotFoundError:
-        await _release(runtime, context)
+        if isinstance(req, ThreadsUpdateReq):
+            req.params.title = clean_title(req.params.title)
+            body = req.model_dump_json().encode()
+        result = await server.process(body, ChatKitContext(user=user))
+    except (NotFoundError, ConversationNotFound):
         raise ThreadNotFound() from None
-    except BaseException:
-        await _release(runtime, context)
-        raise
-    if isinstance(result, StreamingResult):
-        return StreamingResponse(
-            _in_own_task(result, runtime, context),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+    if isinstance(result, StreamingResult):  # pragma: no cover - every streaming op is a turn
+        return StreamingResponse(result, media_type="text/event-stream")
     return Response(result.json, media_type="application/json")
-
-
-def _in_own_task(
-    stream: StreamingResult, runtime: ChatRuntime, context: ChatKitContext
-) -> AsyncIterator[bytes]:
-    """Start the ChatKit stream in its own task now; relay it, cancelling it once if the client leaves.
-
-    Started before the response is: a client gone before the first byte still gets its turn run
-    and the thread released, as with /api/chat.
-    """
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-
-    async def produce() -> None:
-        try:
-            async for chunk in stream:
-                queue.put_nowait(chunk)
-        except Exception:
-            # Raised outside respond() (ChatKit has logged it): end the stream with an error event.
-            queue.put_nowait(_STREAM_FAILED)
-        finally:
-            await _release(runtime, context)
-            queue.put_nowait(None)
-
-    task = asyncio.create_task(produce())
-    runtime.background.add(task)  # awaited at shutdown
-    task.add_done_callback(runtime.background.discard)
-
-    async def relay() -> AsyncIterator[bytes]:
-        finished = False
-        try:
-            while (chunk := await queue.get()) is not None:
-                yield chunk
-            finished = True
-        finally:
-            if not finished:
-                task.cancel()
-
-    return relay()
-
-
-async def _release(runtime: ChatRuntime, context: ChatKitContext) -> None:
-    if context.turn is None or context.claimed is None:
-        return
-    try:
-        await repository.release_conversation(
-            runtime.engine, conversation_id=context.claimed, turn=context.turn
-        )
-    except Exception:
-        # The claim expires on its own; the client's answer does not depend on this.
-        log.warning("could not release chatkit turn %s", context.turn, exc_info=True)
 
 
 @router.get("/health", summary="ChatKit endpoint health")

@@ -53,7 +53,7 @@ async def delete_task(ctx: McpContext, task_id: Any) -> CallToolResult:
 async def _run(ctx: McpContext, name: str, **arguments: Any) -> CallToolResult:
     try:
         user = caller(ctx)
-        result = await actions.ACTIONS[name](_sessions(ctx), user.id, **arguments)
+        result = await actions.run_in_transaction(_sessions(ctx), name, user.id, arguments)
     except AppError as exc:
         # Returned, not raised: the SDK would prefix "Error executing tool <name>: ".
         return CallToolResult(content=[TextContent(type="text", text=exc.detail)], is_error=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -37,7 +38,12 @@ def replay_response(replay: Replay) -> FastJSONResponse:
 
 
 async def claim_idempotency_key(
-    request: Request, user: User, body: BaseModel
+    request: Request,
+    user: User,
+    body: BaseModel,
+    *,
+    turn_id: uuid.UUID | None = None,
+    wait: bool = True,
 ) -> IdempotencyClaim | Replay | None:
     """None when the request has no Idempotency-Key header."""
     key = request.headers.get(HEADER)
@@ -45,7 +51,7 @@ async def claim_idempotency_key(
         return None
     store: IdempotencyStore = request.app.state.idempotency
     fingerprint = request_hash(request.method, request.url.path, body.model_dump(mode="json"))
-    return await store.begin(user.id, key, fingerprint)
+    return await store.begin(user.id, key, fingerprint, turn_id=turn_id, wait=wait)
 
 
 async def idempotent(

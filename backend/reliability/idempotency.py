@@ -2,9 +2,14 @@
 
 Per user and key: the first request claims the key (one INSERT), runs, and stores its 2xx
 answer; a repeat with the same body gets that answer back (`Idempotent-Replayed: true`); a
-concurrent repeat waits for the first to finish; a repeat with a different body answers 422.
-Failed requests release the key so the client can retry. Keys expire after
-IDEMPOTENCY_TTL_SECONDS; a key whose request crashed is taken over after its claim lapses.
+concurrent repeat waits for the first to finish (or, with `wait=False`, answers 409 at once);
+a repeat with a different body answers 422. Requests that failed without effect release the
+key so the client can retry. Keys expire after IDEMPOTENCY_TTL_SECONDS.
+
+A chat turn's key also names the turn (`turn_id`). When a key's request died without settling
+it (a crash, the database gone at the end), a repeat after the claim lapses asks `recorded`
+what that turn left in its conversation: if its tools committed anything, that record is the
+answer (the tools never run twice); only a turn that left nothing is run again.
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, text
+from sqlalchemy import Uuid, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -29,18 +36,30 @@ POLL_SECONDS = 0.1
 
 _CLAIM = text(
     """
-    INSERT INTO idempotency_keys AS k (user_id, key, request_hash, locked_until, expires_at)
-    VALUES (:uid, :key, :hash, now() + :lock, now() + :ttl)
+    INSERT INTO idempotency_keys AS k (user_id, key, request_hash, locked_until, expires_at, turn_id)
+    VALUES (:uid, :key, :hash, now() + :lock, now() + :ttl, :turn)
     ON CONFLICT (user_id, key) DO UPDATE
        SET request_hash = EXCLUDED.request_hash, status_code = NULL, response = NULL,
-           locked_until = EXCLUDED.locked_until, expires_at = EXCLUDED.expires_at
-     WHERE k.expires_at < now() OR (k.status_code IS NULL AND k.locked_until < now())
+           locked_until = EXCLUDED.locked_until, expires_at = EXCLUDED.expires_at,
+           turn_id = EXCLUDED.turn_id
+     WHERE k.expires_at < now()
+        OR (k.status_code IS NULL AND k.locked_until < now() AND k.turn_id IS NOT DISTINCT FROM :lapsed)
     RETURNING 1
     """
-)
+).bindparams(bindparam("turn", type_=Uuid), bindparam("lapsed", type_=Uuid))
 _READ = text(
-    "SELECT request_hash, status_code, response FROM idempotency_keys WHERE user_id = :uid AND key = :key"
+    """
+    SELECT request_hash, status_code, response, turn_id, locked_until < now() AS lapsed,
+           CEIL(EXTRACT(EPOCH FROM locked_until - now())) AS remaining
+      FROM idempotency_keys WHERE user_id = :uid AND key = :key
+    """
 )
+_COMPLETE_LAPSED = text(
+    """
+    UPDATE idempotency_keys SET status_code = :status, response = :response
+     WHERE user_id = :uid AND key = :key AND turn_id = :turn AND status_code IS NULL
+    """
+).bindparams(bindparam("response", type_=JSONB), bindparam("turn", type_=Uuid))
 _COMPLETE = text(
     """
     UPDATE idempotency_keys SET status_code = :status, response = :response
@@ -57,6 +76,13 @@ class KeyInFlight(Conflict):
     code = "idempotency_key_in_use"
     detail = "A request with this Idempotency-Key is still running; retry shortly"
 
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__(headers={"Retry-After": str(max(1, retry_after))})
+
+
+Recorded = Callable[[str, uuid.UUID], Awaitable[Any | None]]
+"""(user id, turn id) -> the answer a lapsed turn left behind, or None if it left nothing."""
+
 
 @dataclass(frozen=True, slots=True)
 class Replay:
@@ -72,9 +98,10 @@ class IdempotencyClaim:
     user_id: str
     key: str
     request_hash: bytes
+    turn_id: uuid.UUID | None = None
 
     async def complete(self, status_code: int, body: Any) -> None:
-        async with self.store.engine.begin() as conn:
+        async with self.store.engine.connect() as conn:
             await conn.execute(
                 _COMPLETE,
                 {
@@ -87,7 +114,7 @@ class IdempotencyClaim:
             )
 
     async def release(self) -> None:
-        async with self.store.engine.begin() as conn:
+        async with self.store.engine.connect() as conn:
             await conn.execute(
                 _RELEASE, {"uid": self.user_id, "key": self.key, "hash": self.request_hash}
             )
@@ -98,28 +125,50 @@ def request_hash(method: str, path: str, body: Any) -> bytes:
 
 
 class IdempotencyStore:
-    def __init__(self, engine: AsyncEngine, *, ttl_seconds: int, lock_seconds: float) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        autocommit_engine: AsyncEngine,
+        *,
+        ttl_seconds: int,
+        lock_seconds: float,
+        recorded: Recorded | None = None,
+    ) -> None:
+        self.engine = autocommit_engine
         self.ttl = timedelta(seconds=ttl_seconds)
         self.lock_seconds = lock_seconds
+        self.recorded = recorded
 
-    async def begin(self, user_id: str, key: str, fingerprint: bytes) -> IdempotencyClaim | Replay:
-        """Claim `key` for this request, or return the stored answer of an earlier one."""
+    async def begin(
+        self,
+        user_id: str,
+        key: str,
+        fingerprint: bytes,
+        *,
+        turn_id: uuid.UUID | None = None,
+        wait: bool = True,
+    ) -> IdempotencyClaim | Replay:
+        """Claim `key` for this request, or return the stored answer of an earlier one.
+
+        `turn_id` names the chat turn this request runs; `wait=False` answers 409 at once
+        while the first request is still running instead of waiting for its answer.
+        """
         if not _VALID_KEY.match(key):
             raise InvalidInput(HEADER, "must be 1-255 visible ASCII characters")
-        params = {
+        params: dict[str, Any] = {
             "uid": user_id,
             "key": key,
             "hash": fingerprint,
             "lock": timedelta(seconds=self.lock_seconds),
             "ttl": self.ttl,
+            "turn": turn_id,
+            "lapsed": None,
         }
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.lock_seconds
         while True:
-            async with self.engine.begin() as conn:
+            async with self.engine.connect() as conn:
                 if (await conn.execute(_CLAIM, params)).first() is not None:
-                    return IdempotencyClaim(self, user_id, key, fingerprint)
+                    return IdempotencyClaim(self, user_id, key, fingerprint, turn_id)
                 row = (await conn.execute(_READ, params)).first()
             if row is None:
                 continue  # released between our two statements: claim again
@@ -127,10 +176,30 @@ class IdempotencyStore:
                 raise InvalidInput(HEADER, "was already used with a different request")
             if row.status_code is not None:
                 return Replay(row.status_code, row.response)
-            if loop.time() >= deadline:
-                raise KeyInFlight()
+            if row.lapsed:
+                replay = await self._recorded(user_id, key, row.turn_id)
+                if replay is not None:
+                    return replay
+                params["lapsed"] = row.turn_id  # it left nothing: take the key over
+                continue
+            if not wait or loop.time() >= deadline:
+                raise KeyInFlight(int(min(row.remaining or 1, 5)))
             await asyncio.sleep(POLL_SECONDS)
 
+    async def _recorded(self, user_id: str, key: str, turn_id: uuid.UUID | None) -> Replay | None:
+        """The answer a dead request's turn left in the journal, stored under its key."""
+        if turn_id is None or self.recorded is None:
+            return None
+        body = await self.recorded(user_id, turn_id)
+        if body is None:
+            return None
+        async with self.engine.connect() as conn:
+            await conn.execute(
+                _COMPLETE_LAPSED,
+                {"uid": user_id, "key": key, "turn": turn_id, "status": 200, "response": body},
+            )
+        return Replay(200, body)
+
     async def purge_expired(self) -> None:
-        async with self.engine.begin() as conn:
+        async with self.engine.connect() as conn:
             await conn.execute(_PURGE)

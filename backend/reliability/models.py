@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, Integer, LargeBinary, String
+from sqlalchemy import Column, DateTime, Index, Integer, LargeBinary, String, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -35,3 +36,5 @@ class IdempotencyKey(SQLModel, table=True):
     locked_until: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     """A running request's claim; after this a crashed request's key can be taken over."""
     expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    turn_id: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
+    """For chat turns: the turn this key ran, so a repeat after a crash finds what it committed."""

@@ -1,7 +1,8 @@
 """The five task actions that the chat agent and the MCP server offer, with their result shapes.
 
-Each action is one short transaction over `tasks.service` and returns a JSON-ready dict a model
-can read. Failures raise `AppError` (unknown task, invalid title); the agent adapter turns that
+Each action runs inside a transaction its caller opened (the agent's tools commit the journal
+record of the call in the same one; MCP opens one per call) and returns a JSON-ready dict a
+model can read. Failures raise `AppError` (unknown task, invalid title); the agent adapter turns that
 into a message for the model, the MCP adapter into an MCP tool error. The user id always comes
 from the caller's verified token, never from the tool's arguments.
 """
@@ -43,27 +44,24 @@ def coerce_task_id(value: Any) -> int:
 
 
 async def add_task(
-    sessions: Sessions, user_id: str, title: Any, description: Any = None
+    session: AsyncSession, user_id: str, title: Any, description: Any = None
 ) -> dict[str, Any]:
-    async with sessions.begin() as session:
-        task = await service.create_task(session, user_id, title, description)
-        return {"task_id": task.id, "status": "created", "title": task.title}
+    task = await service.create_task(session, user_id, title, description)
+    return {"task_id": task.id, "status": "created", "title": task.title}
 
 
-async def list_tasks(sessions: Sessions, user_id: str, status: Any = "all") -> dict[str, Any]:
-    async with sessions.begin() as session:
-        tasks = await service.list_tasks(session, user_id, status or "all")
-        return {"tasks": [task_view(t) for t in tasks]}
+async def list_tasks(session: AsyncSession, user_id: str, status: Any = "all") -> dict[str, Any]:
+    tasks = await service.list_tasks(session, user_id, status or "all")
+    return {"tasks": [task_view(t) for t in tasks]}
 
 
-async def complete_task(sessions: Sessions, user_id: str, task_id: Any) -> dict[str, Any]:
-    async with sessions.begin() as session:
-        task = await service.complete_task(session, user_id, coerce_task_id(task_id))
-        return {"task_id": task.id, "status": "completed", "title": task.title}
+async def complete_task(session: AsyncSession, user_id: str, task_id: Any) -> dict[str, Any]:
+    task = await service.complete_task(session, user_id, coerce_task_id(task_id))
+    return {"task_id": task.id, "status": "completed", "title": task.title}
 
 
 async def update_task(
-    sessions: Sessions, user_id: str, task_id: Any, title: Any = None, description: Any = None
+    session: AsyncSession, user_id: str, task_id: Any, title: Any = None, description: Any = None
 ) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     if title is not None:
@@ -72,20 +70,18 @@ async def update_task(
         changes["description"] = description
     if not changes:
         raise InvalidInput("title", "give a new title or description")
-    async with sessions.begin() as session:
-        task = await service.update_task(session, user_id, coerce_task_id(task_id), **changes)
-        return {
-            "task_id": task.id,
-            "status": "updated",
-            "title": task.title,
-            "description": task.description,
-        }
+    task = await service.update_task(session, user_id, coerce_task_id(task_id), **changes)
+    return {
+        "task_id": task.id,
+        "status": "updated",
+        "title": task.title,
+        "description": task.description,
+    }
 
 
-async def delete_task(sessions: Sessions, user_id: str, task_id: Any) -> dict[str, Any]:
-    async with sessions.begin() as session:
-        task = await service.delete_task(session, user_id, coerce_task_id(task_id))
-        return {"task_id": task.id, "status": "deleted", "title": task.title}
+async def delete_task(session: AsyncSession, user_id: str, task_id: Any) -> dict[str, Any]:
+    task = await service.delete_task(session, user_id, coerce_task_id(task_id))
+    return {"task_id": task.id, "status": "deleted", "title": task.title}
 
 
 ACTIONS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
@@ -95,3 +91,11 @@ ACTIONS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "update_task": update_task,
     "delete_task": delete_task,
 }
+
+
+async def run_in_transaction(
+    sessions: Sessions, name: str, user_id: str, arguments: dict[str, Any]
+) -> dict[str, Any]:
+    """One action in its own transaction (MCP's tools; the agent's add a journal record)."""
+    async with sessions.begin() as session:
+        return await ACTIONS[name](session, user_id, **arguments)
