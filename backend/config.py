@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     database_connect_timeout: float = Field(default=3.0, gt=0)
     """Seconds to wait for a new connection or a free pool slot before answering 503."""
     database_statement_timeout_ms: int = Field(default=10_000, ge=0)
+    database_ping_idle_seconds: float = Field(default=1.0, ge=0)
+    """A pooled connection idle longer than this is checked before use (a dead one is replaced)."""
 
     # --- authentication ---
     better_auth_url: str | None = None

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Depends, Request
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -61,15 +63,41 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
     }
     if settings.database_statement_timeout_ms:
         connect_args["options"] = f"-c statement_timeout={settings.database_statement_timeout_ms}"
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
         pool_timeout=settings.database_connect_timeout,
-        pool_pre_ping=False,
+        pool_pre_ping=False,  # pinged only after idling: see ping_idle_connections
         pool_recycle=1800,
         connect_args=connect_args,
     )
+    ping_idle_connections(engine, settings.database_ping_idle_seconds)
+    return engine
+
+
+def ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Check a pooled connection that sat idle before handing it out; replace it if dead.
+
+    A database restart (or a proxy's idle timeout) kills idle connections silently, and the
+    first statement on one would fail. Pinging every checkout costs a round trip per unit of
+    work; a connection in steady use (idle for less than `idle_seconds`) is not pinged.
+    """
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "checkin")
+    def _idle_from(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < idle_seconds:
+            return
+        try:
+            sync_engine.dialect.do_ping(dbapi_connection)
+        except Exception:
+            raise DisconnectionError("pooled connection is dead") from None  # pool reconnects
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
