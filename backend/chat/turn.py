@@ -271,9 +271,10 @@ async def _relay_text(result: RunResultStreaming, emit: Callable[[dict[str, Any]
         async for event in result.stream_events():
             if event.type != "raw_response_event":
                 continue
-            kind = event.data.type
+            data: Any = event.data
+            kind = data.type
             if kind == "response.output_text.delta":
-                delta = event.data.delta
+                delta = data.delta
                 if not delta:
                     continue
                 if said and new_message:
