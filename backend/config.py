@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GEMINI_OPENAI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta/openai/"
+OPENAI_BASE_URL = "https://api.openai.com/v1"
 GEMINI_DEFAULT_MODEL = "gemini-2.5-flash"
 OFFLINE_MODEL_NAME = "offline-rules"
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import httpx
+import aiohttp
 from agents import Model
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import Route
 
 from backend import health
-from backend.agent.factory import build_agent, build_model, build_openai_client, configure_tracing
+from backend.agent.factory import build_agent, build_model, configure_tracing
 from backend.auth.devkeys import load_or_create_dev_key, public_jwk
 from backend.auth.jwks import JWKSCache
 from backend.auth.verifier import TokenVerifier
@@ -35,6 +35,7 @@ from backend.chatkit.store import PostgresStore
 from backend.config import Settings, get_settings
 from backend.db import create_engine, resolve_database_url, session_factory
 from backend.errors import install_error_handlers
+from backend.http import create_http_session
 from backend.logging import configure_logging
 from backend.mcp.auth import MCPEndpoint
 from backend.mcp.server import build_mcp_server
@@ -51,7 +52,7 @@ from backend.tasks.router import router as tasks_router
 log = logging.getLogger("backend")
 
 
-def build_verifier(settings: Settings, http: httpx.AsyncClient) -> TokenVerifier:
+def build_verifier(settings: Settings, http: aiohttp.ClientSession) -> TokenVerifier:
     if settings.dev_auth:
         key = load_or_create_dev_key(settings.data_dir)
         jwks = JWKSCache(None, None, static_keys=[public_jwk(key)])
@@ -168,8 +169,8 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             url = await asyncio.to_thread(resolve_database_url, settings)
             engine = create_engine(url, settings)
             stack.push_async_callback(engine.dispose)
-            http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
-            stack.push_async_callback(http.aclose)
+            http = create_http_session(settings)
+            stack.push_async_callback(http.close)
             app.state.settings = settings
             app.state.engine = engine
             app.state.sessions = session_factory(engine)
@@ -179,17 +180,12 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             app.state.http = http
             app.state.verifier = build_verifier(settings, http)
             configure_tracing(settings)
-            openai_client = build_openai_client(settings)
-            if openai_client is not None:
-                stack.push_async_callback(openai_client.close)
-            agent_model = model or build_model(settings, openai_client)
-            if model is None:
-                stack.push_async_callback(agent_model.close)
+            agent_model = model or build_model(settings, http)
             app.state.chat = ChatRuntime(
                 settings=settings,
                 autocommit_engine=autocommit_engine,
                 sessions=app.state.sessions,
-                agent=build_agent(settings, agent_model),
+                agent=build_agent(settings, agent_model, http),
             )
             app.state.chatkit = TaskChatKitServer(PostgresStore(autocommit_engine))
             app.state.mcp = build_mcp_server(app)

@@ -21,7 +21,11 @@ Script entries, answered in order (then the default model again):
     {"status": int, "body"?: dict, "headers"?: dict}   an HTTP error
     {"hang": seconds}                                  sleep, then answer (outlive a timeout)
     {"drop": True}                                     close the connection without answering
+    {..., "stream_error": {"message", ...}}            streamed: an error object after the
+                                                       first chunk (no [DONE])
+    {..., "cut_stream": True}                          streamed: drop the connection halfway
 
+An entry may carry both "text" and "tool_calls" (text first, as Gemini sends "I'll add it").
 `PUT /v1/_control {"latency_ms": N}` changes the latency of a running stub; `GET /v1/models`
 lists one model.
 
@@ -259,6 +263,8 @@ def _chunks(entry: dict[str, Any], model: str, include_usage: bool) -> list[dict
         return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
     out = [chunk({"role": "assistant", "content": ""})]
+    text = entry.get("text") or ""
+    out += [chunk({"content": text[i : i + 8]}) for i in range(0, len(text), 8)]
     if "tool_calls" in entry:
         for index, call in enumerate(_tool_calls(entry)):
             arguments = call["function"]["arguments"]
@@ -269,8 +275,6 @@ def _chunks(entry: dict[str, Any], model: str, include_usage: bool) -> list[dict
                 out.append(chunk({"tool_calls": [{"index": index, "function": piece}]}))
         finish = "tool_calls"
     else:
-        text = entry.get("text") or ""
-        out += [chunk({"content": text[i : i + 8]}) for i in range(0, len(text), 8)]
         finish = "stop"
     out.append(chunk({}, finish))
     if include_usage:
@@ -318,9 +322,16 @@ async def _send_stream(
         "transfer-encoding": "chunked",
     }
     writer.write(_head(200, headers))
-    events = [b"data: " + orjson.dumps(c) + b"\n\n" for c in _chunks(entry, model, include_usage)]
-    events.append(b"data: [DONE]\n\n")
-    for event in events:
+    chunks = _chunks(entry, model, include_usage)
+    if "stream_error" in entry:  # an error object after the first chunks, then the end
+        chunks = [*chunks[:2], {"error": entry["stream_error"]}]
+    events = [b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks]
+    if "stream_error" not in entry:
+        events.append(b"data: [DONE]\n\n")
+    for n, event in enumerate(events):
+        if entry.get("cut_stream") and n == len(events) // 2:
+            writer.transport.abort()  # the connection drops mid-stream
+            return
         writer.write(b"%x\r\n%s\r\n" % (len(event), event))
         await writer.drain()
     writer.write(b"0\r\n\r\n")

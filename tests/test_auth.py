@@ -11,12 +11,13 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from backend.config import Settings
-from backend.main import build_verifier, create_app
+from backend.main import create_app
 from tests.conftest import make_settings, running_app
 
 AUTH_URL = "http://localhost:3000"
@@ -38,24 +39,42 @@ def _jwk(private: Any, kid: str, alg: str | None) -> dict[str, Any]:
 
 
 class FakeBetterAuth:
-    """Serves a JWKS over httpx.MockTransport and counts fetches."""
+    """Serves a JWKS over real HTTP (on a free port) and counts fetches."""
 
     def __init__(self) -> None:
         self.keys: dict[str, tuple[Any, str]] = {}
         self.fetches = 0
+        self.status = 200
         self.add("ed-1", ed25519.Ed25519PrivateKey.generate(), "EdDSA")
+        self._runner: web.AppRunner | None = None
+        self.jwks_url = ""
 
     def add(self, kid: str, private: Any, alg: str) -> None:
         self.keys[kid] = (private, alg)
 
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        assert request.url.path == "/api/auth/jwks"
+    async def handler(self, request: web.Request) -> web.Response:
         self.fetches += 1
+        if self.status != 200:
+            return web.Response(status=self.status)
         # Better Auth <= 1.3 omits `alg`; do the same for the EdDSA key.
         keys = [
             _jwk(p, kid, None if alg == "EdDSA" else alg) for kid, (p, alg) in self.keys.items()
         ]
-        return httpx.Response(200, json={"keys": keys})
+        return web.json_response({"keys": keys})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/api/auth/jwks", self.handler)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.jwks_url = f"http://127.0.0.1:{port}/api/auth/jwks"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
 
     def sign(
         self, kid: str = "ed-1", *, alg: str | None = None, key: Any = None, **claims: Any
@@ -69,33 +88,29 @@ class FakeBetterAuth:
 
 
 @pytest.fixture
-def better_auth() -> FakeBetterAuth:
-    return FakeBetterAuth()
+async def better_auth() -> AsyncIterator[FakeBetterAuth]:
+    server = FakeBetterAuth()
+    await server.start()
+    yield server
+    await server.stop()
 
 
 @pytest.fixture
-def auth_settings(database_url: str, data_dir: Path) -> Settings:
+def auth_settings(database_url: str, data_dir: Path, better_auth: FakeBetterAuth) -> Settings:
     return make_settings(
         database_url,
         data_dir,
         better_auth_url=AUTH_URL + "/",
+        better_auth_jwks_url=better_auth.jwks_url,
         jwt_secret=SECRET,
         jwks_refetch_cooldown_seconds=60,
     )
 
 
 @pytest.fixture
-async def auth_client(
-    auth_settings: Settings, better_auth: FakeBetterAuth
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(auth_settings)
-    async with running_app(app) as client:
-        http = httpx.AsyncClient(
-            transport=httpx.MockTransport(better_auth.handler), base_url=AUTH_URL
-        )
-        app.state.verifier = build_verifier(auth_settings, http)
+async def auth_client(auth_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_app(create_app(auth_settings)) as client:
         yield client
-        await http.aclose()
 
 
 async def _status(
@@ -105,8 +120,10 @@ async def _status(
     return r.status_code, r.json(), r.headers
 
 
-async def test_settings_derive_jwks_issuer_audience(auth_settings: Settings) -> None:
-    assert auth_settings.jwks_url == "http://localhost:3000/api/auth/jwks"
+async def test_settings_derive_jwks_issuer_audience(database_url: str, data_dir: Path) -> None:
+    settings = make_settings(database_url, data_dir, better_auth_url=AUTH_URL + "/")
+    assert settings.jwks_url == "http://localhost:3000/api/auth/jwks"
+    auth_settings = settings
     assert auth_settings.expected_issuer == AUTH_URL
     assert auth_settings.expected_audience == AUTH_URL
     assert not auth_settings.dev_auth
@@ -287,14 +304,11 @@ async def test_unknown_kid_refetches_once_per_cooldown(
 async def test_auth_server_down_without_cached_keys_is_503(
     auth_settings: Settings, better_auth: FakeBetterAuth
 ) -> None:
-    app = create_app(auth_settings)
-    async with running_app(app) as client:
-        down = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(502)))
-        app.state.verifier = build_verifier(auth_settings, down)
+    better_auth.status = 502
+    async with running_app(create_app(auth_settings)) as client:
         status, body, _ = await _status(client, better_auth.sign())
         assert status == 503
         assert body["detail"] == "Authentication service unavailable"
-        await down.aclose()
 
 
 async def test_dev_mode_token_from_the_cli(

@@ -1,23 +1,31 @@
-"""A lean Chat Completions model behind the Agents SDK's `Model` interface (non-streaming turns).
+"""The one Chat Completions model behind the Agents SDK's `Model` interface, plain and streamed.
 
 Profiling showed the stock adapter stack (the SDK's converter plus the OpenAI client's request
-and response machinery) as the largest share of a turn's CPU. For the plain shapes this service
-sends — system prompt, user/assistant text, function calls and their outputs, function tools —
-this adapter builds the request itself, posts it with orjson over one shared aiohttp pool, and
-turns the answer into the SDK's output items. (aiohttp, not httpx: httpcore's pool scans every
-connection for every request, which at a few hundred concurrent turns costs more CPU than the
-turns themselves.) Retries with backoff on 429/5xx/connection errors
-stay bounded by LLM_MAX_RETRIES (the turn's own timeout bounds the total). Streaming turns go to
-the stock `OpenAIChatCompletionsModel`, which already streams well.
+and response machinery) as the largest share of a turn's CPU, and streamed turns paid for it
+twice. For the shapes this service sends (system prompt, user/assistant text, function calls
+and their outputs, function tools) this model builds the request itself, posts it with orjson
+over the process's one aiohttp pool (`backend.http`), and turns the answer into the SDK's
+output items:
+
+- `get_response` reads one JSON answer;
+- `stream_response` parses the SSE chunk stream as it arrives: text deltas go out at once,
+  tool-call deltas are assembled by index, usage comes from the final chunk
+  (`stream_options.include_usage`), and the SDK gets only the events it reads (text deltas,
+  message starts, the completed response) instead of the full Responses event set.
+
+Failures become `ProviderError`: an HTTP error, a cut connection, or an error object inside the
+stream. Retries with backoff on 429/5xx/connection errors are bounded by LLM_MAX_RETRIES, and a
+stream is retried only before its first byte (the turn's own timeout bounds the total).
 
 Gemini: a tool call's `extra_content.google.thought_signature` is kept as the item's
-`provider_data.thought_signature` and sent back on later requests to gemini-* models, as the SDK does.
+`provider_data.thought_signature` and sent back on later requests to gemini-* models.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,10 +34,16 @@ import orjson
 from agents import FunctionTool, Model, ModelResponse, ModelSettings, Usage
 from agents.items import TResponseStreamEvent
 from openai.types.responses import (
+    Response,
+    ResponseCompletedEvent,
     ResponseFunctionToolCall,
+    ResponseOutputItemAddedEvent,
     ResponseOutputMessage,
     ResponseOutputText,
+    ResponseTextDeltaEvent,
+    ResponseUsage,
 )
+from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
 from backend.agent.items import text_of
 
@@ -64,10 +78,7 @@ def to_messages(items: list[Any], gemini: bool) -> list[dict[str, Any]]:
             if last is not None and last["role"] == "assistant" and "tool_calls" in last:
                 last["tool_calls"].append(call)
             elif (
-                last is not None
-                and last["role"] == "assistant"
-                and last.get("content") is not None
-                and not last.get("_closed")
+                last is not None and last["role"] == "assistant" and last.get("content") is not None
             ):
                 last["tool_calls"] = [call]
             else:
@@ -104,7 +115,59 @@ def _settings_body(settings: ModelSettings) -> dict[str, Any]:
     return body
 
 
-class LeanChatCompletionsModel(Model):
+def _message_item(text: str, item_id: str) -> ResponseOutputMessage:
+    return ResponseOutputMessage.model_construct(
+        id=item_id,
+        type="message",
+        role="assistant",
+        status="completed",
+        content=[
+            ResponseOutputText.model_construct(
+                type="output_text", text=text, annotations=[], logprobs=[]
+            )
+        ],
+    )
+
+
+class _Call:
+    """One tool call, assembled from its deltas."""
+
+    __slots__ = ("arguments", "id", "name", "signature")
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.name = ""
+        self.arguments: list[str] = []
+        self.signature: str | None = None
+
+    def add(self, delta: dict[str, Any]) -> None:
+        if delta.get("id"):
+            self.id = delta["id"]
+        function = delta.get("function") or {}
+        if function.get("name"):
+            self.name = function["name"]
+        if function.get("arguments"):
+            self.arguments.append(function["arguments"])
+        signature = _signature(delta)
+        if signature:
+            self.signature = signature
+
+    def as_message(self) -> dict[str, Any]:
+        call: dict[str, Any] = {
+            "id": self.id,
+            "function": {"name": self.name, "arguments": "".join(self.arguments)},
+        }
+        if self.signature:
+            call["extra_content"] = {"google": {"thought_signature": self.signature}}
+        return call
+
+
+def _signature(call: dict[str, Any]) -> str | None:
+    signature = ((call.get("extra_content") or {}).get("google") or {}).get("thought_signature")
+    return signature if isinstance(signature, str) else None
+
+
+class ChatCompletionsModel(Model):
     def __init__(
         self,
         model: str,
@@ -112,14 +175,12 @@ class LeanChatCompletionsModel(Model):
         base_url: str,
         api_key: str,
         http: aiohttp.ClientSession,
-        streaming: Model,
         max_retries: int = 2,
     ) -> None:
         self.model = model
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         self.http = http
-        self.streaming = streaming
         self.max_retries = max_retries
         self.gemini = "gemini" in model.lower()
         self._tools_cache: tuple[tuple[int, ...], list[dict[str, Any]]] = ((), [])
@@ -144,6 +205,28 @@ class LeanChatCompletionsModel(Model):
             )
         return self._tools_cache[1]
 
+    def _body(
+        self,
+        system_instructions: str | None,
+        input: Any,
+        model_settings: ModelSettings,
+        tools: list[Any],
+        stream: bool,
+    ) -> bytes:
+        items = [{"role": "user", "content": input}] if isinstance(input, str) else input
+        messages = to_messages(items, self.gemini)
+        if system_instructions:
+            messages.insert(0, {"role": "system", "content": system_instructions})
+        body: dict[str, Any] = {"model": self.model, "messages": messages}
+        converted = self._tools(tools)
+        if converted:
+            body["tools"] = converted
+        body.update(_settings_body(model_settings))
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return orjson.dumps(body)
+
     async def get_response(
         self,
         system_instructions: str | None,
@@ -155,34 +238,127 @@ class LeanChatCompletionsModel(Model):
         tracing: Any,
         **kwargs: Any,
     ) -> ModelResponse:
-        items = [{"role": "user", "content": input}] if isinstance(input, str) else input
-        messages = to_messages(items, self.gemini)
-        if system_instructions:
-            messages.insert(0, {"role": "system", "content": system_instructions})
-        body: dict[str, Any] = {"model": self.model, "messages": messages}
-        converted = self._tools(tools)
-        if converted:
-            body["tools"] = converted
-        body.update(_settings_body(model_settings))
-        data = await self._post(orjson.dumps(body))
-        return self._response(data)
+        payload = self._body(system_instructions, input, model_settings, tools, stream=False)
+        response = await self._open(payload)
+        try:
+            raw = await response.read()
+        except (aiohttp.ClientError, ConnectionError):
+            raise ProviderError(None) from None
+        finally:
+            response.release()
+        data: dict[str, Any] = orjson.loads(raw)
+        choices = data.get("choices") or []
+        message = (choices[0].get("message") or {}) if choices else {}
+        calls = [
+            {**call, "function": call.get("function") or {}}
+            for call in message.get("tool_calls") or []
+        ]
+        usage = data.get("usage") or {}
+        return ModelResponse(
+            output=self._output(message.get("content") or "", calls, f"msg_{next(_ids)}"),
+            usage=_usage(usage),
+            response_id=None,
+        )
 
-    async def _post(self, payload: bytes) -> dict[str, Any]:
+    async def stream_response(  # type: ignore[override]
+        self,
+        system_instructions: str | None,
+        input: Any,
+        model_settings: ModelSettings,
+        tools: list[Any],
+        output_schema: Any,
+        handoffs: list[Any],
+        tracing: Any,
+        **kwargs: Any,
+    ) -> AsyncIterator[TResponseStreamEvent]:
+        payload = self._body(system_instructions, input, model_settings, tools, stream=True)
+        response = await self._open(payload)
+        message_id = f"msg_{next(_ids)}"
+        seq = itertools.count()
+        text: list[str] = []
+        calls: dict[int, _Call] = {}
+        usage: dict[str, Any] = {}
+        finished = False
+        try:
+            async for line in response.content:
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    finished = True
+                    break
+                chunk = orjson.loads(data)
+                if "error" in chunk:
+                    raise ProviderError(_error_status(chunk["error"]))
+                usage = chunk.get("usage") or usage
+                for choice in chunk.get("choices") or ():
+                    if choice.get("finish_reason"):
+                        finished = True
+                    delta = choice.get("delta") or {}
+                    content = delta.get("content")
+                    if content:
+                        if not text:
+                            yield ResponseOutputItemAddedEvent.model_construct(
+                                type="response.output_item.added",
+                                item=_message_item("", message_id),
+                                output_index=0,
+                                sequence_number=next(seq),
+                            )
+                        text.append(content)
+                        yield ResponseTextDeltaEvent.model_construct(
+                            type="response.output_text.delta",
+                            item_id=message_id,
+                            output_index=0,
+                            content_index=0,
+                            delta=content,
+                            logprobs=[],
+                            sequence_number=next(seq),
+                        )
+                    for call_delta in delta.get("tool_calls") or ():
+                        index = call_delta.get("index", len(calls))
+                        calls.setdefault(index, _Call()).add(call_delta)
+        except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError):
+            raise ProviderError(None) from None  # the connection was cut mid-stream
+        finally:
+            response.release()
+        if not finished:
+            raise ProviderError(None)  # the stream ended without saying it was complete
+        output = self._output(
+            "".join(text), [calls[i].as_message() for i in sorted(calls)], message_id
+        )
+        yield ResponseCompletedEvent.model_construct(
+            type="response.completed",
+            response=Response.model_construct(
+                id=f"resp_{next(_ids)}",
+                created_at=time.time(),
+                model=self.model,
+                object="response",
+                output=output,
+                status="completed",
+                usage=_response_usage(usage),
+                tool_choice="auto",
+                tools=[],
+                parallel_tool_calls=True,
+            ),
+            sequence_number=next(seq),
+        )
+
+    async def _open(self, payload: bytes) -> aiohttp.ClientResponse:
+        """Send the request; a 2xx response whose body is still to be read. Retries (bounded)."""
         delay = 0.5
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
             try:
-                async with self.http.post(self.url, data=payload, headers=self.headers) as response:
-                    status = response.status
-                    retry_after = response.headers.get("retry-after")
-                    raw = await response.read()
+                response = await self.http.post(self.url, data=payload, headers=self.headers)
             except (aiohttp.ClientError, ConnectionError):
                 if last:
                     raise ProviderError(None) from None
             else:
-                if status < 300:
-                    result: dict[str, Any] = orjson.loads(raw)
-                    return result
+                if response.status < 300:
+                    return response
+                status = response.status
+                retry_after = response.headers.get("retry-after")
+                response.release()
                 if last or status not in _RETRY_STATUSES:
                     raise ProviderError(status, retry_after)
                 if retry_after and retry_after.isdigit():
@@ -191,26 +367,11 @@ class LeanChatCompletionsModel(Model):
             delay *= 2
         raise ProviderError(None)
 
-    def _response(self, data: dict[str, Any]) -> ModelResponse:
-        choices = data.get("choices") or []
-        message = choices[0].get("message") or {} if choices else {}
+    def _output(self, content: str, calls: list[dict[str, Any]], message_id: str) -> list[Any]:
         output: list[Any] = []
-        content = message.get("content")
         if content:
-            output.append(
-                ResponseOutputMessage.model_construct(
-                    id=f"msg_{next(_ids)}",
-                    type="message",
-                    role="assistant",
-                    status="completed",
-                    content=[
-                        ResponseOutputText.model_construct(
-                            type="output_text", text=content, annotations=[], logprobs=[]
-                        )
-                    ],
-                )
-            )
-        for call in message.get("tool_calls") or []:
+            output.append(_message_item(content, message_id))
+        for call in calls:
             function = call.get("function") or {}
             call_id = str(call.get("id") or f"call_{next(_ids)}")
             if self.gemini and "__thought__" in call_id:
@@ -222,26 +383,37 @@ class LeanChatCompletionsModel(Model):
                 "arguments": function.get("arguments") or "{}",
                 "type": "function_call",
             }
-            signature = ((call.get("extra_content") or {}).get("google") or {}).get(
-                "thought_signature"
-            )
+            signature = _signature(call)
             if signature:
                 fields["provider_data"] = {"thought_signature": signature}
             output.append(ResponseFunctionToolCall(**fields))
-        usage = data.get("usage") or {}
-        return ModelResponse(
-            output=output,
-            usage=Usage(
-                requests=1,
-                input_tokens=usage.get("prompt_tokens") or 0,
-                output_tokens=usage.get("completion_tokens") or 0,
-                total_tokens=usage.get("total_tokens") or 0,
-            ),
-            response_id=None,
-        )
-
-    def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[TResponseStreamEvent]:
-        return self.streaming.stream_response(*args, **kwargs)
+        return output
 
     async def close(self) -> None:
-        await self.http.close()
+        """The HTTP pool belongs to the process (`backend.http`), not to the model."""
+
+
+def _error_status(error: Any) -> int:
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, int) and 400 <= code < 600 else 502
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    return Usage(
+        requests=1,
+        input_tokens=usage.get("prompt_tokens") or 0,
+        output_tokens=usage.get("completion_tokens") or 0,
+        total_tokens=usage.get("total_tokens") or 0,
+    )
+
+
+def _response_usage(usage: dict[str, Any]) -> ResponseUsage:
+    prompt = usage.get("prompt_tokens") or 0
+    completion = usage.get("completion_tokens") or 0
+    return ResponseUsage.model_construct(
+        input_tokens=prompt,
+        input_tokens_details=InputTokensDetails.model_construct(cached_tokens=0),
+        output_tokens=completion,
+        output_tokens_details=OutputTokensDetails.model_construct(reasoning_tokens=0),
+        total_tokens=usage.get("total_tokens") or prompt + completion,
+    )

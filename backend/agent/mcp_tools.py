@@ -2,22 +2,26 @@
 
 The caller's bearer token is forwarded with every call, so the MCP server (ours, at
 MCP_SERVER_URL) verifies it and acts for the same user; nothing else changes for the agent.
-Each call is one stateless MCP session (initialize + tools/call).
+Our server is stateless, so each call is one JSON-RPC `tools/call` POST over the process's
+shared HTTP pool (no session, no `initialize` round trip). The task change commits on the MCP
+server; the turn's journal records it right after, in a transaction of ours.
 """
 
 from __future__ import annotations
 
-import json
-from contextlib import AsyncExitStack
+import itertools
 from typing import Any
 
-import httpx2
-from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
+import aiohttp
+import orjson
 
 from backend.agent.context import TurnContext
 from backend.agent.tools import Record
 from backend.errors import AppError, ServiceUnavailable
+
+_ids = itertools.count(1)
+# The newest version with the classic request shape (2026-07-28 wants a `_meta` envelope).
+PROTOCOL_VERSION = "2025-11-25"
 
 
 class RemoteToolError(AppError):
@@ -25,35 +29,55 @@ class RemoteToolError(AppError):
 
 
 class McpToolClient:
-    def __init__(self, url: str, timeout: float = 15.0) -> None:
+    def __init__(self, url: str, http: aiohttp.ClientSession, timeout: float = 15.0) -> None:
         self.url = url
-        self.timeout = timeout
+        self.http = http
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def __call__(
         self, ctx: TurnContext, name: str, arguments: dict[str, Any], record: Record
     ) -> dict[str, Any]:
-        http = httpx2.AsyncClient(
-            headers={"Authorization": f"Bearer {ctx.token}"}, timeout=self.timeout
-        )
+        request = {
+            "jsonrpc": "2.0",
+            "id": next(_ids),
+            "method": "tools/call",
+            "params": {"name": name, "arguments": arguments},
+        }
+        headers = {
+            "Authorization": f"Bearer {ctx.token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+            "MCP-Protocol-Version": PROTOCOL_VERSION,
+        }
         try:
-            async with AsyncExitStack() as stack:
-                await stack.enter_async_context(http)
-                read, write = (
-                    await stack.enter_async_context(
-                        streamable_http_client(self.url, http_client=http)
-                    )
-                )[:2]
-                session = await stack.enter_async_context(ClientSession(read, write))
-                await session.initialize()
-                result = await session.call_tool(name, arguments)
-        except Exception as exc:  # the MCP server is unreachable or broke the protocol
+            async with self.http.post(
+                self.url, data=orjson.dumps(request), headers=headers, timeout=self.timeout
+            ) as response:
+                raw = await response.read()
+                if response.status != 200:
+                    raise ServiceUnavailable("Task tools temporarily unavailable")
+                answer = _json_rpc_result(raw, response.content_type)
+        except (aiohttp.ClientError, ConnectionError, TimeoutError, ValueError) as exc:
             raise ServiceUnavailable("Task tools temporarily unavailable") from exc
-        text = "".join(getattr(part, "text", "") for part in result.content)
-        if result.is_error:
+        text = "".join(
+            part.get("text", "") for part in answer.get("content") or [] if isinstance(part, dict)
+        )
+        if answer.get("isError"):
             raise RemoteToolError(text)
-        parsed = json.loads(text)
+        parsed = orjson.loads(text)
         outcome = parsed if isinstance(parsed, dict) else {"result": parsed}
-        # The change committed on the MCP server; its record follows in a transaction of ours.
         async with ctx.sessions.begin() as db:
             await record(db, outcome)
         return outcome
+
+
+def _json_rpc_result(raw: bytes, content_type: str) -> dict[str, Any]:
+    """The `result` of a JSON-RPC answer, sent as JSON or as one SSE `message` event."""
+    if content_type == "text/event-stream":
+        lines = [line[5:].strip() for line in raw.splitlines() if line.startswith(b"data:")]
+        raw = lines[-1] if lines else b"{}"
+    message = orjson.loads(raw)
+    if not isinstance(message, dict) or not isinstance(message.get("result"), dict):
+        raise ValueError("not a JSON-RPC result")
+    result: dict[str, Any] = message["result"]
+    return result

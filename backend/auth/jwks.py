@@ -11,9 +11,13 @@ import logging
 import time
 from typing import Any
 
-import httpx
+import aiohttp
+import orjson
 
 log = logging.getLogger(__name__)
+
+
+_FETCH_TIMEOUT = aiohttp.ClientTimeout(total=5.0)
 
 
 class JWKSUnavailable(Exception):
@@ -24,7 +28,7 @@ class JWKSCache:
     def __init__(
         self,
         url: str | None,
-        client: httpx.AsyncClient | None,
+        client: aiohttp.ClientSession | None,
         *,
         cache_seconds: float = 3600,
         cooldown_seconds: float = 30,
@@ -90,12 +94,13 @@ class JWKSCache:
             assert self.url is not None and self._client is not None
             self.fetch_count += 1
             try:
-                response = await self._client.get(self.url, timeout=5.0)
-                response.raise_for_status()
-                keys = response.json().get("keys", [])
+                async with self._client.get(self.url, timeout=_FETCH_TIMEOUT) as response:
+                    response.raise_for_status()
+                    document = orjson.loads(await response.read())
+                keys = document.get("keys", []) if isinstance(document, dict) else None
                 if not isinstance(keys, list):
                     raise ValueError("JWKS `keys` is not a list")
-            except (httpx.HTTPError, ValueError) as exc:
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 log.warning("could not fetch JWKS from %s: %s", self.url, type(exc).__name__)
                 return
             self._store(keys)
