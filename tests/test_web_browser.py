@@ -328,6 +328,7 @@ async def test_resend_after_a_network_error_reuses_the_idempotency_key(
     await page.route("**/api/chat", lambda route: route.abort("connectionreset"))
     await send(page, "add a task to buy milk")
     await expect(page.locator("#chat-error")).to_contain_text("Could not reach the server")
+    await expect(page.locator("#chat-error")).to_contain_text("same Idempotency-Key")
     await expect(page.locator("#message")).to_have_value("add a task to buy milk")
     await page.unroute("**/api/chat")
 

@@ -91,7 +91,8 @@ function describe(error) {
   if (!(error instanceof ApiError)) {
     return "Could not reach the server (network error). Check your connection, then try again.";
   }
-  const said = error.message ? ` The server said: “${error.message}”.` : "";
+  // A 429's own detail names a number of seconds that the countdown keeps current instead.
+  const said = error.message && !(error.status === 429 && error.retryAfter) ? ` The server said: “${error.message}”.` : "";
   switch (error.status) {
     case 400: return `The server could not read the request.${said}`;
     case 401: return `Your token is missing, expired or refused. Sign in again.${said}`;
@@ -400,9 +401,10 @@ function showChatText(text) {
 }
 
 function showChatError(error, sameKey) {
-  const kept = error instanceof ApiError && error.status === 401 ? "" :
-    " Your message is still in the box: press Send to resend it" +
-    (sameKey ? " (with the same Idempotency-Key, so it cannot run twice)." : ".");
+  let kept = error instanceof ApiError && error.status === 401 ? "" : " Your message is kept: press Send to resend it.";
+  if (!(error instanceof ApiError) && sameKey) {
+    kept += " It goes with the same Idempotency-Key, so the server runs it at most once.";
+  }
   showChatText(describe(error) + kept);
   if (error instanceof ApiError && error.status === 429 && error.retryAfter) startCountdown(error.retryAfter);
 }
