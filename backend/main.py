@@ -48,6 +48,7 @@ from backend.reliability.ratelimit import (
     RedisRateLimiter,
 )
 from backend.tasks.router import router as tasks_router
+from backend.web.router import build_router as build_web_router
 
 log = logging.getLogger("backend")
 
@@ -230,6 +231,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     app.include_router(tasks_router)
     app.include_router(chat_router)
     app.include_router(chatkit_router)
+    app.include_router(build_web_router(settings))
     mcp_endpoint = MCPEndpoint(app)
     for path in ("/mcp", "/mcp/"):
         app.router.routes.append(

@@ -31,6 +31,15 @@ _API_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
 ]
+# The playground (backend/web): its own scripts, styles and API only; no inline script or style.
+_PAGE_HEADERS = [
+    (b"cache-control", b"no-cache"),
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        b"img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
+]
 
 
 class _BodyTooLarge(Exception):
@@ -52,9 +61,12 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         scope.setdefault("state", {})["request_id"] = request_id
         path: str = scope.get("path", "")
-        extra_headers = _SECURITY_HEADERS + (
-            [] if path.startswith(("/docs", "/redoc")) else _API_HEADERS
-        )
+        if path.startswith(("/docs", "/redoc")):
+            extra_headers = _SECURITY_HEADERS
+        elif path == "/" or path.startswith("/static/"):
+            extra_headers = _SECURITY_HEADERS + _PAGE_HEADERS
+        else:
+            extra_headers = _SECURITY_HEADERS + _API_HEADERS
         status_holder = [0]
         limit = self.max_body_bytes
 

@@ -1,0 +1,107 @@
+"""`POST /api/dev/token`: a development token for any user name, for the playground's sign-in.
+
+It is what `task-assistant token USER` does, over HTTP, for a browser on the developer's own
+machine. So it answers only when all of these hold, and is not even routed otherwise:
+
+- development auth mode (neither BETTER_AUTH_URL, BETTER_AUTH_JWKS_URL nor JWT_SECRET is set);
+  in any other mode the route does not exist and is absent from the OpenAPI schema;
+- the connection reached the server on a loopback address (the ASGI `server` of the request);
+- no proxy header (`Forwarded`, `X-Forwarded-For`, ...): a reverse proxy on the same host would
+  connect over loopback too, and must not expose it;
+- the `Host` header and any `Origin` header name a loopback host, so a web page elsewhere cannot
+  reach it through DNS rebinding or a permissive CORS setting.
+
+It is not a login: whoever can reach it can act as any user, which is why it stays on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import jwt
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from backend.auth.devkeys import load_or_create_dev_key, mint_token
+from backend.config import Settings
+from backend.errors import Forbidden, NotFound, error_responses
+
+TTL_SECONDS = 8 * 3600
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
+
+router = APIRouter(prefix="/api/dev", tags=["development"])
+
+
+class DevTokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(min_length=1, max_length=255, description="The user id (`sub`) to sign for.")
+
+    @field_validator("user")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        if value != value.strip():
+            raise ValueError("must not start or end with spaces")
+        if not value.isprintable():
+            raise ValueError("must contain only printable characters (no control characters)")
+        return value
+
+
+class DevTokenResponse(BaseModel):
+    token: str
+    token_type: str = "Bearer"
+    user: str
+    expires_at: datetime
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def loopback_only(request: Request) -> None:
+    """Refuse (404 or 403) unless the request came straight to a loopback listener.
+
+    A dependency, so the refusal comes before any look at the body.
+    """
+    server = request.scope.get("server")
+    if not server or not is_loopback(str(server[0])):
+        raise NotFound()
+    if any(name in request.headers for name in PROXY_HEADERS):
+        raise Forbidden("The development token endpoint refuses proxied requests")
+    if not is_loopback(urlsplit("//" + request.headers.get("host", "")).hostname):
+        raise Forbidden("The development token endpoint answers only to a loopback Host")
+    origin = request.headers.get("origin")
+    if origin is not None and not is_loopback(urlsplit(origin).hostname):
+        raise Forbidden("The development token endpoint answers only to loopback origins")
+
+
+@router.post(
+    "/token",
+    response_model=DevTokenResponse,
+    responses=error_responses(403, 404, 422),
+    dependencies=[Depends(loopback_only)],
+)
+async def dev_token(body: DevTokenRequest, request: Request) -> DevTokenResponse:
+    """Development auth mode only, on loopback only: sign a token for `user` with the dev key."""
+    settings: Settings = request.app.state.settings
+    key = await asyncio.to_thread(load_or_create_dev_key, settings.data_dir)
+    token = mint_token(key, body.user, ttl_seconds=TTL_SECONDS)
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    return DevTokenResponse(
+        token=token, user=body.user, expires_at=datetime.fromtimestamp(exp, UTC)
+    )

@@ -1,0 +1,45 @@
+"""The playground page at `/` and its assets under `/static/`.
+
+No build step and no CDN: three hand-written files shipped inside the package, served as they are.
+The page carries no inline script, so it runs under the strict CSP the middleware gives it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+
+from backend.config import Settings
+from backend.errors import NotFound
+from backend.web import devtoken
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+ASSETS = {
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+    "icon.svg": "image/svg+xml",
+}
+"""The only files served under `/static/`: a fixed list, so no path ever reaches the disk."""
+
+
+async def page() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8")
+
+
+async def asset(name: str) -> FileResponse:
+    media_type = ASSETS.get(name)
+    if media_type is None:
+        raise NotFound()
+    return FileResponse(STATIC_DIR / name, media_type=media_type)
+
+
+def build_router(settings: Settings) -> APIRouter:
+    """The page and its assets; in development auth mode, the development token endpoint too."""
+    router = APIRouter()
+    router.add_api_route("/", page, methods=["GET"], include_in_schema=False)
+    router.add_api_route("/static/{name}", asset, methods=["GET"], include_in_schema=False)
+    if settings.dev_auth:
+        router.include_router(devtoken.router)
+    return router
