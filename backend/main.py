@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from backend import health
 from backend.agent.factory import build_agent, build_model, build_openai_client, configure_tracing
+from backend.apidocs import install_api_docs
 from backend.auth.devkeys import load_or_create_dev_key, public_jwk
 from backend.auth.jwks import JWKSCache
 from backend.auth.verifier import TokenVerifier
@@ -38,6 +39,9 @@ from backend.logging import configure_logging
 from backend.mcp.auth import MCPEndpoint
 from backend.mcp.server import build_mcp_server
 from backend.middleware import RequestContextMiddleware
+from backend.observability import endpoint as metrics_endpoint
+from backend.observability import metrics
+from backend.observability.metered_model import MeteredModel
 from backend.reliability.idempotency import IdempotencyStore
 from backend.reliability.ratelimit import (
     NoRateLimit,
@@ -147,7 +151,7 @@ async def _drain(tasks: set[asyncio.Task[None]], grace_seconds: float = 30.0) ->
 def create_app(settings: Settings | None = None, *, model: Model | None = None) -> FastAPI:
     """Build the app. `model` replaces the configured model (tests pass a scripted one)."""
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -155,6 +159,8 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             url = await asyncio.to_thread(resolve_database_url, settings)
             engine = create_engine(url, settings)
             stack.push_async_callback(engine.dispose)
+            metrics.watch_pool(engine)
+            stack.callback(metrics_endpoint.process_exiting)
             http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
             stack.push_async_callback(http.aclose)
             app.state.settings = settings
@@ -169,7 +175,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             openai_client = build_openai_client(settings)
             if openai_client is not None:
                 stack.push_async_callback(openai_client.close)
-            agent_model = model or build_model(settings, openai_client)
+            agent_model = MeteredModel(model or build_model(settings, openai_client))
             if model is None:
                 stack.push_async_callback(agent_model.close)
             app.state.chat = ChatRuntime(
@@ -212,9 +218,13 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
         summary="A stateless, JWT-authenticated task-assistant chat API on PostgreSQL.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
+    install_api_docs(app)
     app.include_router(health.router)
+    app.include_router(metrics_endpoint.router)
     app.include_router(tasks_router)
     app.include_router(chat_router)
     app.include_router(chatkit_router)
@@ -237,8 +247,19 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
                 "Idempotency-Key",
                 "X-Request-ID",
                 "Accept",
+                # Browser MCP clients (Streamable HTTP) send these.
+                "Mcp-Protocol-Version",
+                "Mcp-Session-Id",
+                "Last-Event-ID",
             ],
-            expose_headers=["Retry-After", "X-Request-ID"],
+            expose_headers=[
+                "Retry-After",
+                "X-Request-ID",
+                "WWW-Authenticate",
+                "Idempotent-Replayed",
+                "Mcp-Session-Id",
+                "Mcp-Protocol-Version",
+            ],
             max_age=600,
         )
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)

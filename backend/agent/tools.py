@@ -17,6 +17,7 @@ from agents import FunctionTool, RunContextWrapper
 
 from backend.agent.context import TurnContext
 from backend.errors import AppError
+from backend.observability import metrics
 from backend.tasks.actions import ACTIONS
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ async def run_action(
         result = {
             "error": f"{name} needs: {', '.join(TOOL_SPECS[name]['parameters'].get('required', []))}"
         }
+    metrics.tool_call(name, result)
     ctx.tool_calls.append({"tool": name, "arguments": kwargs, "result": result})
     await _notify(ctx, {"type": "tool_result", "tool": name, "result": result})
     return result

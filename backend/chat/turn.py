@@ -37,6 +37,7 @@ from backend.chat.history import count_tokens, title_from, to_input_items
 from backend.chat.schemas import ChatResponse, ToolCall
 from backend.config import Settings
 from backend.errors import AppError, GatewayTimeout, RateLimited, ServiceUnavailable
+from backend.observability import metrics
 from backend.textrules import clean_text
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,7 @@ async def execute_turn(
     ctx = turn.context
     assert ctx is not None
     settings = rt.settings
+    metrics.turn_started()
     try:
         async with asyncio.timeout(settings.chat_timeout_seconds):
             if emit is None:
@@ -250,6 +252,7 @@ async def execute_turn(
         items = new_items_as_input(exc.run_data.new_items) if exc.run_data else []
         reply, usage = MAX_TURNS_REPLY, None
     except BaseException as exc:
+        metrics.turn_finished(turn.started, exc)
         timed_out = isinstance(exc, TimeoutError)
         reason = "the AI service did not answer in time" if timed_out else "the AI service failed"
         await asyncio.shield(fail_turn(rt, turn, reason))
@@ -264,9 +267,11 @@ async def execute_turn(
         raise
     try:
         response = await finish_turn(rt, turn, reply, items)
-    except BaseException:
+    except BaseException as exc:
+        metrics.turn_finished(turn.started, exc)
         await asyncio.shield(fail_turn_release(rt, turn))
         raise
+    metrics.turn_finished(turn.started)
     log.info(
         "chat turn user=%s conversation=%s tools=%s input_tokens=%s output_tokens=%s latency=%.0fms",
         turn.user.id,

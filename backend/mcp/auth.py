@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from backend.auth import TokenVerifier, User
-from backend.errors import AppError, Unauthorized, error_response
+from backend.errors import AppError, MissingToken, Unauthorized, error_response
 
 McpContext = Context[Any, Request]
 """What a tool receives: on Streamable HTTP its `request_context.request` is the HTTP request."""
@@ -33,7 +33,7 @@ class MCPEndpoint:
         token = _bearer(scope)
         try:
             if not token:
-                raise Unauthorized("Missing bearer token")
+                raise MissingToken()
             user = await verifier.verify(token)
         except AppError as exc:  # Unauthorized, or ServiceUnavailable when the JWKS is down
             await error_response(exc.status, exc.body(), exc.headers)(scope, receive, send)
