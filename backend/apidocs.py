@@ -221,8 +221,7 @@ def _mcp_path() -> dict[str, Any]:
                 "406": _mcp_problem(
                     "`Accept` must list both application/json and text/event-stream"
                 ),
-                "415": _mcp_problem("`Content-Type` must be application/json"),
-                **error_responses_schema(401, 413, 503),
+                **error_responses_schema(401, 413, 415, 503),
             },
         },
         "get": {**not_served, "operationId": "mcp_get"},

@@ -8,6 +8,7 @@
      ├── NotFound                 404 unknown, or another user's, object
      ├── Conflict                 409 e.g. a turn already running in this conversation
      ├── PayloadTooLarge          413 body over MAX_BODY_BYTES
+     ├── UnsupportedMediaType     415 a body that is not JSON where only JSON is read (/mcp)
      ├── InvalidInput             422 a field breaks a rule (names the field)
      ├── RateLimited              429 with Retry-After
      ├── ServiceUnavailable       503 database or model provider unavailable
@@ -110,6 +111,12 @@ class PayloadTooLarge(AppError):
     status = 413
     code = "payload_too_large"
     detail = "Request body too large"
+
+
+class UnsupportedMediaType(AppError):
+    status = 415
+    code = "unsupported_media_type"
+    detail = "Content-Type must be application/json"
 
 
 class InvalidInput(AppError):
@@ -235,6 +242,7 @@ _DESCRIPTIONS = {
     405: "Method not allowed",
     409: "Conflict: something of yours is still running; retry after `Retry-After` seconds",
     413: "Request body too large (over MAX_BODY_BYTES)",
+    415: "`Content-Type` must be application/json",
     422: "Invalid input; `errors` names the fields",
     429: "Rate limited; retry after `Retry-After` seconds",
     503: "Database, auth server or AI service temporarily unavailable",
