@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     allowed_origins: str = ""
     """Comma-separated list of origins allowed by CORS, or `*`. Empty: no CORS."""
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    """`json`: one JSON object per log line (time, level, logger, request_id, message)."""
+    metrics_token: str | None = None
+    """Set: `GET /metrics` needs `Authorization: Bearer <METRICS_TOKEN>`. Unset: open."""
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
 
     # --- the model ---
@@ -125,6 +129,11 @@ class Settings(BaseSettings):
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _mcp_transport_needs_url(self) -> Settings:

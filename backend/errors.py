@@ -2,11 +2,13 @@
 
     AppError                      any expected failure; `status` and `code` pick the response
      ├── BadRequest               400 malformed request the schema cannot express
-     ├── Unauthorized             401 missing, expired or invalid token (adds WWW-Authenticate)
+     ├── Unauthorized             401 expired or invalid token (WWW-Authenticate with error=)
+     │    └── MissingToken        401 no credentials at all (WWW-Authenticate: Bearer, no error)
      ├── Forbidden                403 authenticated, but not allowed
      ├── NotFound                 404 unknown, or another user's, object
      ├── Conflict                 409 e.g. a turn already running in this conversation
      ├── PayloadTooLarge          413 body over MAX_BODY_BYTES
+     ├── UnsupportedMediaType     415 a body that is not JSON where only JSON is read (/mcp)
      ├── InvalidInput             422 a field breaks a rule (names the field)
      ├── RateLimited              429 with Retry-After
      ├── ServiceUnavailable       503 database or model provider unavailable
@@ -70,8 +72,17 @@ class Unauthorized(AppError):
     code = "unauthorized"
     detail = "Invalid token"
 
+    challenge = 'Bearer error="invalid_token"'
+
     def __init__(self, detail: str | None = None) -> None:
-        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        super().__init__(detail, headers={"WWW-Authenticate": self.challenge})
+
+
+class MissingToken(Unauthorized):
+    """No credentials at all: RFC 6750 §3.1 leaves the error code out of the challenge."""
+
+    detail = "Missing bearer token"
+    challenge = "Bearer"
 
 
 class Forbidden(AppError):
@@ -91,11 +102,21 @@ class Conflict(AppError):
     code = "conflict"
     detail = "Conflict"
 
+    def __init__(self, detail: str | None = None, *, retry_after: int = 1) -> None:
+        # Every conflict here is "something of yours is still running": worth a retry shortly.
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+
 
 class PayloadTooLarge(AppError):
     status = 413
     code = "payload_too_large"
     detail = "Request body too large"
+
+
+class UnsupportedMediaType(AppError):
+    status = 415
+    code = "unsupported_media_type"
+    detail = "Content-Type must be application/json"
 
 
 class InvalidInput(AppError):
@@ -216,18 +237,49 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
 
 
+_DESCRIPTIONS = {
+    400: "Malformed request",
+    401: "Missing, expired or invalid bearer token",
+    403: "Not allowed",
+    404: "Not found (or owned by another user)",
+    405: "Method not allowed",
+    409: "Conflict: something of yours is still running; retry after `Retry-After` seconds",
+    413: "Request body too large (over MAX_BODY_BYTES)",
+    415: "`Content-Type` must be application/json",
+    422: "Invalid input; `errors` names the fields",
+    429: "Rate limited; retry after `Retry-After` seconds",
+    503: "Database, auth server or AI service temporarily unavailable",
+    504: "The AI service did not answer in time",
+}
+_SECONDS = {"type": "integer", "minimum": 1}
+_HEADERS: dict[int, dict[str, dict[str, Any]]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": '`Bearer` when no token was sent; `Bearer error="invalid_token"` '
+            "when the token was refused (RFC 6750 §3)",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    },
+    409: {"Retry-After": {"description": "Seconds to wait", "required": True, "schema": _SECONDS}},
+    429: {"Retry-After": {"description": "Seconds to wait", "required": True, "schema": _SECONDS}},
+    503: {"Retry-After": {"description": "Seconds to wait, when known", "schema": _SECONDS}},
+}
+
+
+def _error_response(status: int) -> dict[str, Any]:
+    doc: dict[str, Any] = {"description": _DESCRIPTIONS.get(status, "Error")}
+    if status in _HEADERS:
+        doc["headers"] = _HEADERS[status]
+    return doc
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` entries documenting the error shape for the given statuses."""
-    descriptions = {
-        400: "Malformed request",
-        401: "Missing, expired or invalid bearer token",
-        403: "Not allowed",
-        404: "Not found (or owned by another user)",
-        409: "Conflict",
-        413: "Request body too large",
-        422: "Invalid input; `errors` names the fields",
-        429: "Rate limited; see Retry-After",
-        503: "Database or AI service temporarily unavailable",
-        504: "The AI service did not answer in time",
-    }
-    return {s: {"model": ErrorBody, "description": descriptions.get(s, "Error")} for s in statuses}
+    """OpenAPI `responses=` entries documenting the error shape (and headers) for the statuses."""
+    return {s: {"model": ErrorBody, **_error_response(s)} for s in statuses}
+
+
+def error_responses_schema(*statuses: int) -> dict[str, dict[str, Any]]:
+    """The same entries as finished OpenAPI, for operations FastAPI does not generate (`/mcp`)."""
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    return {str(s): {**_error_response(s), "content": body} for s in statuses}

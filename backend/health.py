@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from backend.responses import FastJSONResponse
@@ -15,12 +16,28 @@ router = APIRouter(tags=["health"])
 READY_TIMEOUT_SECONDS = 2.0
 
 
+class Readiness(BaseModel):
+    status: str
+    """`ok` or `unavailable`."""
+    model: str
+    """The model the agent uses (`offline-rules` for the built-in offline model)."""
+    database: str
+    """`ok`, `timeout` or `unreachable`."""
+    reason: str | None = None
+    """Why the service is not ready (only when it is not)."""
+
+
 @router.get("/health", summary="Liveness: the process answers (no database)")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/health/ready", summary="Readiness: the database answers within 2 s")
+@router.get(
+    "/health/ready",
+    summary="Readiness: the database answers within 2 s",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready: `reason` says why"}},
+)
 async def ready(request: Request) -> FastJSONResponse:
     state = request.app.state
     body: dict[str, Any] = {"model": state.settings.model_name, "database": "ok"}

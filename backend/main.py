@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from backend import health
 from backend.agent.factory import build_agent, build_model, configure_tracing
+from backend.apidocs import install_api_docs
 from backend.auth.devkeys import load_or_create_dev_key, public_jwk
 from backend.auth.jwks import JWKSCache
 from backend.auth.verifier import TokenVerifier
@@ -40,6 +41,9 @@ from backend.logging import configure_logging
 from backend.mcp.auth import MCPEndpoint
 from backend.mcp.server import build_mcp_server
 from backend.middleware import RequestContextMiddleware
+from backend.observability import endpoint as metrics_endpoint
+from backend.observability import metrics
+from backend.observability.metered_model import MeteredModel
 from backend.reliability.idempotency import IdempotencyStore, Recorded
 from backend.reliability.ratelimit import (
     NoRateLimit,
@@ -162,7 +166,7 @@ async def _drain(tasks: set[asyncio.Task[None]], grace_seconds: float = 30.0) ->
 def create_app(settings: Settings | None = None, *, model: Model | None = None) -> FastAPI:
     """Build the app. `model` replaces the configured model (tests pass a scripted one)."""
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -170,6 +174,8 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             url = await asyncio.to_thread(resolve_database_url, settings)
             engine = create_engine(url, settings)
             stack.push_async_callback(engine.dispose)
+            metrics.watch_pool(engine)
+            stack.callback(metrics_endpoint.process_exiting)
             http = create_http_session(settings)
             stack.push_async_callback(http.close)
             app.state.settings = settings
@@ -181,7 +187,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             app.state.http = http
             app.state.verifier = build_verifier(settings, http)
             configure_tracing(settings)
-            agent_model = model or build_model(settings, http)
+            agent_model = MeteredModel(model or build_model(settings, http))
             app.state.chat = ChatRuntime(
                 settings=settings,
                 autocommit_engine=autocommit_engine,
@@ -225,9 +231,13 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
         summary="A stateless, JWT-authenticated task-assistant chat API on PostgreSQL.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
+    install_api_docs(app)
     app.include_router(health.router)
+    app.include_router(metrics_endpoint.router)
     app.include_router(tasks_router)
     app.include_router(chat_router)
     app.include_router(chatkit_router)
@@ -251,8 +261,19 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
                 "Idempotency-Key",
                 "X-Request-ID",
                 "Accept",
+                # Browser MCP clients (Streamable HTTP) send these.
+                "Mcp-Protocol-Version",
+                "Mcp-Session-Id",
+                "Last-Event-ID",
             ],
-            expose_headers=["Retry-After", "X-Request-ID"],
+            expose_headers=[
+                "Retry-After",
+                "X-Request-ID",
+                "WWW-Authenticate",
+                "Idempotent-Replayed",
+                "Mcp-Session-Id",
+                "Mcp-Protocol-Version",
+            ],
             max_age=600,
         )
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)

@@ -1,4 +1,5 @@
-"""One pure-ASGI middleware for every request: request id, access log, body limit, security headers.
+"""One pure-ASGI middleware for every request: request id, access log, request metrics, body
+limit, security headers.
 
 Pure ASGI (not BaseHTTPMiddleware) so streaming responses pass through untouched and the
 per-request overhead stays small.
@@ -16,6 +17,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.logging import request_id_var
+from backend.observability import metrics
 
 log = logging.getLogger("backend.access")
 
@@ -40,6 +42,17 @@ _PAGE_HEADERS = [
         b"img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
     ),
 ]
+# The API documentation pages load only their own scripts and styles (served by this app, see
+# apidocs.py); ReDoc and Swagger UI set inline styles, and ReDoc runs its search in a blob worker.
+_DOCS_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        b"img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
+        b"worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    ),
+]
+_DOCS_PREFIXES = ("/docs", "/redoc")
 
 
 class _BodyTooLarge(Exception):
@@ -61,8 +74,8 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         scope.setdefault("state", {})["request_id"] = request_id
         path: str = scope.get("path", "")
-        if path.startswith(("/docs", "/redoc")):
-            extra_headers = _SECURITY_HEADERS
+        if _is_docs(path):
+            extra_headers = _SECURITY_HEADERS + _DOCS_HEADERS
         elif path == "/" or path.startswith("/static/"):
             extra_headers = _SECURITY_HEADERS + _PAGE_HEADERS
         else:
@@ -114,6 +127,11 @@ class RequestContextMiddleware:
 
     @staticmethod
     def _log(scope: Scope, status: int, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        route = scope.get("route")
+        # The route's template, never the raw path: ids in paths would make one series per id.
+        template = getattr(route, "path", None) or "unmatched"
+        metrics.request_done(scope.get("method", ""), template, status, elapsed)
         if not log.isEnabledFor(logging.INFO):
             return
         state: dict[str, Any] = scope.get("state", {})
@@ -122,9 +140,13 @@ class RequestContextMiddleware:
             scope.get("method"),
             scope.get("path"),
             status,
-            (time.perf_counter() - started) * 1000,
+            elapsed * 1000,
             state.get("user_id", "-"),
         )
+
+
+def _is_docs(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in _DOCS_PREFIXES)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.agent.context import TurnContext
 from backend.errors import AppError
+from backend.observability import metrics
 from backend.tasks.actions import ACTIONS
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,9 @@ async def run_action(
     """Run one task action for the context's user; failures come back as `{"error": ...}`."""
     allowed = TOOL_SPECS[name]["parameters"]["properties"]
     kwargs = {k: v for k, v in arguments.items() if k in allowed}
+    # Parallel calls finish in any order; the turn lists them in the order the model made them.
+    entry: dict[str, Any] = {"tool": name, "arguments": kwargs, "result": {}}
+    ctx.tool_calls.append(entry)
     await _notify(ctx, {"type": "tool_call", "tool": name, "arguments": kwargs})
 
     async def record(session: AsyncSession, result: dict[str, Any]) -> None:
@@ -138,8 +142,7 @@ async def run_action(
                 "call_id": item["call_id"],
                 "output": orjson.dumps(result).decode(),
             }
-            entry = {"tool": name, "arguments": kwargs, "result": result}
-            await ctx.journal(session, entry, [item, output])
+            await ctx.journal(session, {**entry, "result": result}, [item, output])
 
     try:
         result = await executor(ctx, name, kwargs, record)
@@ -149,7 +152,8 @@ async def run_action(
         result = {
             "error": f"{name} needs: {', '.join(TOOL_SPECS[name]['parameters'].get('required', []))}"
         }
-    ctx.tool_calls.append({"tool": name, "arguments": kwargs, "result": result})
+    metrics.tool_call(name, result)
+    entry["result"] = result
     await _notify(ctx, {"type": "tool_result", "tool": name, "result": result})
     return result
 

@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from backend.auth.verifier import TokenVerifier, User
-from backend.errors import Unauthorized
+from backend.errors import MissingToken
 
 # auto_error=False: we raise our own 401 with the standard error body and WWW-Authenticate.
 bearer_scheme = HTTPBearer(auto_error=False, description="A Better Auth JWT (or HS256 / dev token)")
@@ -19,7 +19,7 @@ async def current_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> User:
     if credentials is None or not credentials.credentials.strip():
-        raise Unauthorized("Missing bearer token")
+        raise MissingToken()
     verifier: TokenVerifier = request.app.state.verifier
     user = await verifier.verify(credentials.credentials.strip())
     request.state.user_id = user.id  # for the access log

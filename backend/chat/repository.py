@@ -43,7 +43,7 @@ class TurnInProgress(Conflict):
     detail = "Another message in this conversation is still being answered; retry when it is done"
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__(headers={"Retry-After": str(retry_after)})
+        super().__init__(retry_after=retry_after)
 
 
 @dataclass(slots=True)

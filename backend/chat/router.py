@@ -10,6 +10,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from backend.apidocs import IDEMPOTENCY_KEY
 from backend.auth import CurrentUser
 from backend.chat import conversations as service
 from backend.chat import turn
@@ -60,7 +61,11 @@ def _sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
 
 
 @router.post(
-    "/chat", response_model=ChatResponse, tags=["chat"], responses={**_CHAT_ERRORS, **_STREAM_DOC}
+    "/chat",
+    response_model=ChatResponse,
+    tags=["chat"],
+    responses={**_CHAT_ERRORS, **_STREAM_DOC},
+    openapi_extra={"parameters": [IDEMPOTENCY_KEY]},
 )
 async def chat(body: ChatRequest, user: RateLimitedUser, request: Request) -> Any:
     """Send a message; the agent answers, using task tools as needed.
@@ -110,7 +115,8 @@ def _stream(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
     "/{user_id}/chat",
     response_model=ChatResponse,
     tags=["chat"],
-    responses={**_CHAT_ERRORS, **error_responses(403)},
+    responses={**_CHAT_ERRORS, **_STREAM_DOC, **error_responses(403)},
+    openapi_extra={"parameters": [IDEMPOTENCY_KEY]},
 )
 async def chat_for_user(
     user_id: str, body: ChatRequest, user: CurrentUser, request: Request
@@ -168,7 +174,7 @@ async def get_conversation(
     "/conversations/{conversation_id}",
     response_model=ConversationSummary,
     tags=["conversations"],
-    responses=error_responses(404),
+    responses=error_responses(404, 413),
 )
 async def rename_conversation(
     conversation_id: uuid.UUID, body: ConversationUpdate, user: CurrentUser, request: Request

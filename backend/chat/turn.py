@@ -52,6 +52,7 @@ from backend.errors import (
     ServiceUnavailable,
     is_connectivity_error,
 )
+from backend.observability import metrics
 from backend.reliability.idempotency import IdempotencyClaim
 from backend.textrules import clean_text
 
@@ -301,6 +302,7 @@ async def execute(
     """Run the agent for a begun turn and store it. With `emit`, reply text streams as it comes."""
     ctx = turn.context
     settings = rt.settings
+    metrics.turn_started()
     try:
         async with asyncio.timeout(settings.chat_timeout_seconds):
             if emit is None:
@@ -327,6 +329,7 @@ async def execute(
         if emit is not None:
             emit({"type": "text.delta", "delta": "\n\n" + MAX_TURNS_REPLY})
     except BaseException as exc:
+        metrics.turn_finished(turn.started, exc)
         await _fail(rt, turn, exc)
         _raise_classified(exc)
     try:
@@ -343,6 +346,7 @@ async def execute(
             items=items,
         )
     except BaseException as exc:
+        metrics.turn_finished(turn.started, exc)
         await _fail(rt, turn, exc)
         _raise_classified(exc)
     response = ChatResponse(
@@ -351,6 +355,7 @@ async def execute(
         response=reply,
         tool_calls=[ToolCall.model_validate(c) for c in ctx.tool_calls],
     )
+    metrics.turn_finished(turn.started)
     if turn.key is not None:
         await asyncio.shield(_settle_key(rt, turn.key, response.model_dump(mode="json")))
     log.info(
@@ -407,14 +412,14 @@ async def _close_failed(rt: ChatRuntime, turn: Turn, reason: str, *, first_try: 
             rt.spawn(_retry_close(rt, turn, reason))
         return False
     recorded = None
-    if kept:
-        recorded = turn.interrupted = repository.RecordedTurn(
-            conversation_id=turn.conversation_id,
-            message_id=turn.reply_row,
-            reply=_note(reason),
-            tool_calls=turn.context.tool_calls,
-            interrupted=True,
-        )
+    if kept:  # what the journal holds: the tool calls that took effect
+        try:
+            recorded = await repository.recorded_turn(
+                rt.autocommit_engine, user_id=turn.user.id, turn=turn.id
+            )
+        except Exception:
+            recorded = None
+        turn.interrupted = recorded
     if turn.key is not None:
         await _settle_key(rt, turn.key, recorded_body(recorded) if recorded else None)
     return True

@@ -36,6 +36,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import TypeAdapter, ValidationError
 
+from backend.apidocs import CHATKIT_REQUEST_REF
 from backend.auth import CurrentUser
 from backend.chat.conversations import clean_title
 from backend.chat.repository import ConversationNotFound
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(
     prefix="/api/chatkit",
     tags=["chatkit"],
-    responses=error_responses(400, 401, 404, 409, 422, 429, 503),
+    responses=error_responses(401, 503),
 )
 
 _REQUEST = TypeAdapter[Any](ChatKitReq)
@@ -81,7 +82,24 @@ def _check_input(message: UserMessageInput) -> None:
 @router.post(
     "",
     summary="The ChatKit protocol endpoint (point ChatKit's api.url here)",
-    responses={200: {"description": "JSON, or Server-Sent Events for streaming requests"}},
+    responses={
+        200: {
+            "description": "JSON for reads and updates; Server-Sent Events (ChatKit's "
+            "`ThreadStreamEvent`s) for `threads.create`, `threads.add_user_message` and "
+            "`threads.retry_after_item`",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "text/event-stream": {"schema": {"type": "string"}},
+            },
+        },
+        **error_responses(400, 404, 409, 413, 422, 429),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": CHATKIT_REQUEST_REF}}},
+        }
+    },
 )
 async def chatkit(request: Request, user: CurrentUser) -> Response:
     body = await request.body()

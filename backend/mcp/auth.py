@@ -16,7 +16,13 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from backend.auth import TokenVerifier, User
-from backend.errors import AppError, Unauthorized, error_response
+from backend.errors import (
+    AppError,
+    MissingToken,
+    Unauthorized,
+    UnsupportedMediaType,
+    error_response,
+)
 
 McpContext = Context[Any, Request]
 """What a tool receives: on Streamable HTTP its `request_context.request` is the HTTP request."""
@@ -33,8 +39,10 @@ class MCPEndpoint:
         token = _bearer(scope)
         try:
             if not token:
-                raise Unauthorized("Missing bearer token")
+                raise MissingToken()
             user = await verifier.verify(token)
+            if not _is_json(scope):  # the SDK would answer a bare text/plain 400
+                raise UnsupportedMediaType()
         except AppError as exc:  # Unauthorized, or ServiceUnavailable when the JWKS is down
             await error_response(exc.status, exc.body(), exc.headers)(scope, receive, send)
             return
@@ -52,6 +60,13 @@ def caller(ctx: McpContext) -> User:
     if not isinstance(user, User):
         raise Unauthorized()
     return user
+
+
+def _is_json(scope: Scope) -> bool:
+    for key, value in scope.get("headers", []):
+        if key == b"content-type":
+            return value.decode("latin-1").lower().startswith("application/json")
+    return False
 
 
 def _bearer(scope: Scope) -> str | None:

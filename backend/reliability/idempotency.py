@@ -77,7 +77,7 @@ class KeyInFlight(Conflict):
     detail = "A request with this Idempotency-Key is still running; retry shortly"
 
     def __init__(self, retry_after: int = 1) -> None:
-        super().__init__(headers={"Retry-After": str(max(1, retry_after))})
+        super().__init__(retry_after=retry_after)
 
 
 Recorded = Callable[[str, uuid.UUID], Awaitable[Any | None]]

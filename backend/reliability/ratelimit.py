@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.errors import RateLimited
+from backend.observability import metrics
 
 _PG_HIT = text(
     """
@@ -38,6 +39,7 @@ class NoRateLimit:
 
 def _refuse(remaining_seconds: float) -> RateLimited:
     retry_after = max(1, math.ceil(remaining_seconds))
+    metrics.rate_limit_refused()
     return RateLimited(f"Too many messages; try again in {retry_after} s", retry_after=retry_after)
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from backend.apidocs import IDEMPOTENCY_KEY
 from backend.auth import CurrentUser
 from backend.db import SessionDep
 from backend.errors import error_responses
@@ -31,7 +32,8 @@ async def list_tasks(
     response_model=TaskRead,
     status_code=201,
     summary="Create a task",
-    responses=error_responses(409),
+    responses=error_responses(409, 413),
+    openapi_extra={"parameters": [IDEMPOTENCY_KEY]},
 )
 async def create_task(body: TaskCreate, user: CurrentUser, request: Request) -> Any:
     """Send `Idempotency-Key` to make retries safe: a repeat returns the first answer."""
@@ -50,7 +52,7 @@ async def get_task(task_id: int, user: CurrentUser, session: SessionDep) -> Task
     return TaskRead.model_validate(await service.get_task(session, user.id, task_id))
 
 
-@router.patch("/{task_id}", response_model=TaskRead, responses=error_responses(404))
+@router.patch("/{task_id}", response_model=TaskRead, responses=error_responses(404, 413))
 async def update_task(
     task_id: int, body: TaskUpdate, user: CurrentUser, session: SessionDep
 ) -> TaskRead:

@@ -93,7 +93,7 @@ def loopback_only(request: Request) -> None:
 @router.post(
     "/token",
     response_model=DevTokenResponse,
-    responses=error_responses(403, 404, 422),
+    responses=error_responses(400, 403, 404, 413, 422),
     dependencies=[Depends(loopback_only)],
 )
 async def dev_token(body: DevTokenRequest, request: Request) -> DevTokenResponse:

@@ -1,0 +1,229 @@
+"""The API documentation: Swagger UI at `/docs`, ReDoc at `/redoc`, and the finished OpenAPI schema.
+
+The pages load their scripts and styles from this app (`/docs/assets/…`, the files shipped in the
+`fastapi-offline` package), never from a CDN, so they work offline and under the strict CSP the
+middleware sends for them (no inline script: the Swagger UI start-up is `swagger-init.js`).
+
+FastAPI derives most of the schema from the routes. `openapi()` here adds what it cannot see:
+the `/mcp` endpoint (mounted as a plain ASGI route), the ChatKit request schema (a pydantic union
+from `chatkit.types`, validated by hand in the router), and the `X-Request-ID` header that the
+middleware puts on every response.
+"""
+
+from __future__ import annotations
+
+import warnings
+from html import escape
+from typing import Any
+
+from chatkit.types import ChatKitReq
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import TypeAdapter
+from starlette.staticfiles import StaticFiles
+
+from backend.errors import error_responses_schema
+
+ASSETS = "/docs/assets"
+CHATKIT_REQUEST_REF = "#/components/schemas/ChatKitReq"
+
+IDEMPOTENCY_KEY: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Makes retries safe: a repeat with the same key and body returns the first "
+    "answer (with `Idempotent-Replayed: true`) instead of running again; the same key with "
+    "another body answers 422; a repeat while the first still runs answers 409. Kept 24 h.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+}
+"""The `Idempotency-Key` request header, for `openapi_extra={"parameters": [...]}`."""
+
+_REQUEST_ID = {
+    "description": "The request's id (the client's `X-Request-ID` if it was safe, else a new "
+    "one); every log line about the request carries it.",
+    "schema": {"type": "string"},
+}
+
+_SWAGGER_INIT = b"""\
+// Swagger UI start-up, in a file of its own so the page needs no inline script.
+const root = document.getElementById("swagger-ui");
+window.ui = SwaggerUIBundle({
+  url: root.dataset.openapiUrl,
+  dom_id: "#swagger-ui",
+  layout: "BaseLayout",
+  deepLinking: true,
+  showExtensions: true,
+  showCommonExtensions: true,
+  validatorUrl: null,
+  presets: [SwaggerUIBundle.presets.apis, SwaggerUIBundle.SwaggerUIStandalonePreset],
+});
+"""
+
+
+def _page(title: str, head: str, body: str) -> str:
+    return (
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{escape(title)}</title>\n{head}</head>\n<body>\n{body}</body>\n</html>\n"
+    )
+
+
+def install_api_docs(app: FastAPI) -> None:
+    """Serve `/docs`, `/redoc` and their assets; finish `app.openapi()` (see the module docstring).
+
+    The app must be built with `docs_url=None, redoc_url=None`.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _finish(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    def urls(request: Request) -> tuple[str, str]:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return root + ASSETS, root + (app.openapi_url or "/openapi.json")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        assets, spec = urls(request)
+        return HTMLResponse(
+            _page(
+                f"{app.title} - Swagger UI",
+                f'<link rel="icon" type="image/png" href="{assets}/favicon.png">\n'
+                f'<link rel="stylesheet" href="{assets}/swagger-ui.css">\n',
+                f'<div id="swagger-ui" data-openapi-url="{escape(spec)}"></div>\n'
+                f'<script src="{assets}/swagger-ui-bundle.js"></script>\n'
+                f'<script src="{assets}/swagger-init.js"></script>\n',
+            )
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        assets, spec = urls(request)
+        return HTMLResponse(
+            _page(
+                f"{app.title} - ReDoc",
+                f'<link rel="icon" type="image/png" href="{assets}/favicon.png">\n',
+                f'<redoc spec-url="{escape(spec)}"></redoc>\n'
+                f'<script src="{assets}/redoc.standalone.js"></script>\n',
+            )
+        )
+
+    @app.get(f"{ASSETS}/swagger-init.js", include_in_schema=False)
+    async def swagger_init() -> Response:
+        return Response(_SWAGGER_INIT, media_type="text/javascript")
+
+    app.mount(ASSETS, StaticFiles(packages=[("fastapi_offline", "static")]), name="docs-assets")
+
+
+def _finish(schema: dict[str, Any]) -> dict[str, Any]:
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(_chatkit_schemas())
+    schema["paths"]["/mcp"] = _mcp_path()
+    for path in schema["paths"].values():
+        for operation in path.values():
+            for response in operation.get("responses", {}).values():
+                response.setdefault("headers", {}).setdefault("X-Request-ID", _REQUEST_ID)
+    return schema
+
+
+def _chatkit_schemas() -> dict[str, Any]:
+    """ChatKit's request union and its parts, as `ChatKit…` components (no name clashes)."""
+    with warnings.catch_warnings():
+        # A generic default (`~TType`) in chatkit.types has no JSON form; it is left out.
+        warnings.simplefilter("ignore")
+        schema = TypeAdapter[Any](ChatKitReq).json_schema(
+            ref_template="#/components/schemas/ChatKit{model}"
+        )
+    parts = {f"ChatKit{name}": part for name, part in schema.pop("$defs", {}).items()}
+    schema["description"] = "A ChatKit request (`chatkit.types.ChatKitReq`), chosen by `type`."
+    return {**parts, "ChatKitReq": schema}
+
+
+_JSONRPC_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "description": "A JSON-RPC 2.0 request (with `id`) or notification (without).",
+    "required": ["jsonrpc", "method"],
+    "properties": {
+        "jsonrpc": {"type": "string", "enum": ["2.0"]},
+        "id": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+        "method": {
+            "type": "string",
+            "description": "`initialize`, `tools/list`, `tools/call`, `ping`, `notifications/…`",
+        },
+        "params": {"type": "object"},
+    },
+    "example": {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "add_task", "arguments": {"title": "Buy milk"}},
+    },
+}
+_JSONRPC_RESPONSE: dict[str, Any] = {
+    "type": "object",
+    "description": "A JSON-RPC 2.0 response: `result`, or `error` (`code`, `message`). A failed "
+    "tool call is a result with `isError: true`.",
+    "required": ["jsonrpc"],
+    "properties": {
+        "jsonrpc": {"type": "string"},
+        "id": {"oneOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]},
+        "result": {"type": "object"},
+        "error": {"type": "object"},
+    },
+}
+
+
+def _mcp_problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": _JSONRPC_RESPONSE}},
+    }
+
+
+def _mcp_path() -> dict[str, Any]:
+    not_served = {
+        "tags": ["mcp"],
+        "summary": "Not served: the MCP server is stateless (no event stream, no session)",
+        "responses": error_responses_schema(405),
+    }
+    return {
+        "post": {
+            "tags": ["mcp"],
+            "summary": "MCP (Streamable HTTP, stateless, JSON responses): the five task tools",
+            "description": "One JSON-RPC message per POST, answered with JSON. Send "
+            "`Accept: application/json, text/event-stream` and, after `initialize`, the "
+            "negotiated `MCP-Protocol-Version`. The bearer token is checked before any MCP "
+            "handling; the tools act on that user's tasks only. See docs/mcp.md.",
+            "operationId": "mcp",
+            "security": [{"HTTPBearer": []}],
+            "parameters": [
+                {
+                    "name": "MCP-Protocol-Version",
+                    "in": "header",
+                    "required": False,
+                    "description": "The version `initialize` negotiated, e.g. `2025-11-25`.",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _JSONRPC_REQUEST}},
+            },
+            "responses": {
+                "200": _mcp_problem("The JSON-RPC response"),
+                "202": {"description": "Accepted: the message was a notification or a response"},
+                "400": _mcp_problem("Not JSON, not JSON-RPC, or an unsupported protocol version"),
+                "404": _mcp_problem("Unknown `Mcp-Session-Id` (this server keeps no sessions)"),
+                "406": _mcp_problem(
+                    "`Accept` must list both application/json and text/event-stream"
+                ),
+                **error_responses_schema(401, 413, 415, 503),
+            },
+        },
+        "get": {**not_served, "operationId": "mcp_get"},
+        "delete": {**not_served, "operationId": "mcp_delete"},
+    }
