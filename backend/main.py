@@ -159,7 +159,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             stack.push_async_callback(http.aclose)
             app.state.settings = settings
             app.state.engine = engine
-            app.state.sessions = session_factory(engine)
+            app.state.sessions = session_factory(engine, settings)
             # The chat path runs only single-statement units (each CTE is atomic on its own), so
             # it skips BEGIN/COMMIT round trips (measured: ~30 % less client CPU per statement).
             single = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -175,7 +175,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             app.state.chat = ChatRuntime(
                 settings=settings,
                 engine=single,
-                sessions=session_factory(single),
+                sessions=session_factory(single, settings),
                 agent=build_agent(settings, agent_model),
             )
             app.state.chatkit = TaskChatKitServer(PostgresStore(single), app.state.chat)

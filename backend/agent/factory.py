@@ -82,5 +82,5 @@ def build_agent(settings: Settings, model: Model) -> Agent[TurnContext]:
         name="Task assistant",
         instructions=settings.agent_instructions or DEFAULT_INSTRUCTIONS,
         model=model,
-        tools=list(task_tools(_executor(settings))),
+        tools=list(task_tools(_executor(settings), settings.max_tool_output_chars)),
     )

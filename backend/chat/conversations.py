@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import Text, and_, cast, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.chat.models import Conversation, Message
@@ -56,16 +56,41 @@ async def list_conversations(
     return rows[:limit], next_cursor
 
 
+MAX_PAGE_BYTES = 1_000_000
+"""The default of MAX_PAGE_BYTES (used when a session carries no limit)."""
+
+
 async def list_messages(
     session: AsyncSession, conversation_id: uuid.UUID, *, limit: int, after: int | None
 ) -> tuple[list[Message], int | None]:
-    """Oldest first; `after` is the last message id of the previous page."""
-    query = select(M).where(M.conversation_id == conversation_id)
+    """Oldest first; `after` is the last message id of the previous page.
+
+    A page holds at most `limit` messages and stops once their text and tool calls reach
+    MAX_PAGE_BYTES (always at least one message), so a page of tool-heavy turns stays small.
+    The running size is summed by the database, which sends only the rows of the page.
+    """
+    max_bytes = int(session.info.get("max_page_bytes", MAX_PAGE_BYTES))
+    size = func.octet_length(M.content) + func.coalesce(
+        func.octet_length(cast(M.tool_calls, Text)), 0
+    )
+    window = select(
+        M.id.label("id"),
+        (func.sum(size).over(order_by=M.id) - size).label("before"),
+        func.lead(M.id).over(order_by=M.id).label("next_id"),
+    ).where(M.conversation_id == conversation_id)
     if after is not None:
-        query = query.where(M.id > after)
-    rows = list((await session.execute(query.order_by(M.id).limit(limit + 1))).scalars())
-    next_cursor = rows[limit - 1].id if len(rows) > limit else None
-    return rows[:limit], next_cursor
+        window = window.where(M.id > after)
+    page = window.order_by(M.id).limit(limit).subquery()
+    query = (
+        select(M, page.c.next_id)
+        .join(page, M.id == page.c.id)
+        .where(page.c.before < max_bytes)
+        .order_by(M.id)
+    )
+    rows = (await session.execute(query)).all()
+    messages = [row[0] for row in rows]
+    next_cursor = messages[-1].id if rows and rows[-1][1] is not None else None
+    return messages, next_cursor
 
 
 async def rename_conversation(

@@ -36,7 +36,6 @@ from chatkit.types import (
     ThreadsRetryAfterItemReq,
     ThreadsSyncCustomActionReq,
     ThreadsUpdateReq,
-    UserMessageInput,
 )
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
@@ -47,11 +46,11 @@ from backend.chat import repository
 from backend.chat.conversations import clean_title
 from backend.chat.turn import ChatRuntime
 from backend.chatkit.context import ChatKitContext
+from backend.chatkit.limits import check_request
 from backend.chatkit.server import TaskChatKitServer
 from backend.chatkit.store import AttachmentsNotSupported
 from backend.errors import BadRequest, NotFound, error_responses
 from backend.reliability.ratelimit import RateLimiter
-from backend.textrules import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +83,6 @@ class ThreadNotFound(NotFound):
     detail = "Thread not found"
 
 
-def _check_input(message: UserMessageInput, max_chars: int) -> None:
-    """The same rules as /api/chat's message: not empty, not too long, storable."""
-    if message.attachments:
-        raise AttachmentsNotSupported()
-    clean_text("input.content", "".join(part.text for part in message.content), max_chars)
-
-
 @router.post(
     "",
     summary="The ChatKit protocol endpoint (point ChatKit's api.url here)",
@@ -108,12 +100,12 @@ async def chatkit(request: Request, user: CurrentUser) -> Response:
         raise BadRequest(f"{req.type} is not supported by this server")
     server: TaskChatKitServer = request.app.state.chatkit
     runtime: ChatRuntime = request.app.state.chat
+    check_request(req, runtime.settings.max_message_chars)
     context = ChatKitContext(user=user, lock_seconds=runtime.settings.turn_lock_seconds)
     if isinstance(req, ThreadsUpdateReq):
         req.params.title = clean_title(req.params.title)
         body = req.model_dump_json().encode()
     if isinstance(req, (ThreadsCreateReq, ThreadsAddUserMessageReq)):
-        _check_input(req.params.input, runtime.settings.max_message_chars)
         context.owns_input = True
     if isinstance(req, _TURNS):
         limiter: RateLimiter = request.app.state.rate_limiter
