@@ -4,7 +4,7 @@ ChatKit's own types accept any int as a page size and any string as a cursor or 
 store would pass them on to PostgreSQL (bigint overflow, NUL bytes) or keep them (a 900 KB
 `quoted_text`). Every field a user can fill is bounded here, with the same rules as /api/chat:
 - page sizes 1..MAX_PAGE_SIZE; cursors and item ids well-formed (thread ids are UUIDs);
-- the message text (its `input_text` parts together) at most MAX_MESSAGE_CHARS, and so are
+- the message text (all its parts' text together) at most MAX_MESSAGE_CHARS, and so are
   `quoted_text` and the tags' text and data together;
 - short fields (tag id and group, model, tool choice) at most SHORT_MAX characters;
 - nothing stored may hold NUL characters or lone surrogates.
@@ -76,7 +76,6 @@ def check_input(message: UserMessageInput, max_chars: int) -> None:
             raise InvalidInput("input.content.data", "must be valid Unicode") from None
         if "\\u0000" in data:
             raise InvalidInput("input.content.data", "must not contain NUL characters")
-        _check_text("input.content.text", tag.text, max_chars)
         tag_chars += len(tag.text) + len(data)
     if tag_chars > max_chars:
         raise InvalidInput("input.content", f"tags must hold at most {max_chars} characters")
