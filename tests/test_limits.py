@@ -289,27 +289,29 @@ async def test_stored_tool_output_is_capped(
 # --- conversation pages ------------------------------------------------------------------------
 
 
-async def test_a_page_of_messages_stops_at_max_page_bytes(
-    small: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
-) -> None:
+async def seed_conversation(engine: AsyncEngine, contents: list[str]) -> uuid.UUID:
+    """Alice's conversation holding these messages (user and assistant in turn)."""
     cid = uuid.uuid4()
     async with engine.begin() as conn:
         await conn.execute(
             text("INSERT INTO conversations (id, user_id, title) VALUES (:c, 'alice', 'big')"),
             {"c": cid},
         )
-        for n in range(20):
+        for n, content in enumerate(contents):
             await conn.execute(
                 text(
                     "INSERT INTO messages (conversation_id, user_id, role, content) "
                     "VALUES (:c, 'alice', :role, :content)"
                 ),
-                {
-                    "c": cid,
-                    "role": "user" if n % 2 == 0 else "assistant",
-                    "content": f"{n:02d}" + "x" * 2998,
-                },
+                {"c": cid, "role": "user" if n % 2 == 0 else "assistant", "content": content},
             )
+    return cid
+
+
+async def test_a_page_of_messages_stops_at_max_page_bytes(
+    small: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+) -> None:
+    cid = await seed_conversation(engine, [f"{n:02d}" + "x" * 2998 for n in range(20)])
     seen: list[str] = []
     after = None
     while True:
@@ -329,19 +331,7 @@ async def test_a_page_of_messages_stops_at_max_page_bytes(
 async def test_one_message_larger_than_a_page_still_comes_back(
     small: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
 ) -> None:
-    cid = uuid.uuid4()
-    async with engine.begin() as conn:
-        await conn.execute(
-            text("INSERT INTO conversations (id, user_id, title) VALUES (:c, 'alice', 'big')"),
-            {"c": cid},
-        )
-        await conn.execute(
-            text(
-                "INSERT INTO messages (conversation_id, user_id, role, content) "
-                "VALUES (:c, 'alice', 'assistant', :content)"
-            ),
-            {"c": cid, "content": "y" * 50_000},
-        )
+    cid = await seed_conversation(engine, ["y" * 50_000])
     page = (await small.get(f"/api/conversations/{cid}", headers=alice)).json()
     assert len(page["messages"]) == 1 and page["next_cursor"] is None
 
