@@ -23,7 +23,8 @@ LIST_LIMIT = 50
 """list_tasks gives the model at most this many tasks: the model never gets an unbounded list."""
 
 
-def task_view(task: Task) -> dict[str, Any]:
+def task_view(task: Task | Any) -> dict[str, Any]:
+    """A task (or a row with its id, title, description and completed) as the tools show it."""
     return {
         "id": task.id,
         "title": task.title,

@@ -168,11 +168,20 @@ async def first_tasks(
     *,
     limit: int,
     search: Any = None,
-) -> tuple[list[Task], int]:
-    """The first `limit` matching tasks (oldest first) and how many match in all, in one query."""
-    query = _matching(user_id, status, search).add_columns(func.count().over())
-    rows = (await session.execute(query.order_by(T.id).limit(limit))).all()
-    return [row[0] for row in rows], (rows[0][1] if rows else 0)
+) -> tuple[list[Any], int]:
+    """The first `limit` matching tasks (oldest first) and how many match in all, in one query.
+
+    The count is a sub-select rather than `count(*) OVER ()`, which would read every matching
+    row in full (up to MAX_TASKS_PER_USER rows of 2 KB) to return the first few.
+    """
+    matching = _matching(user_id, status, search)
+    count = select(func.count()).select_from(matching.subquery()).scalar_subquery()
+    # Plain rows, not Task objects: building 50 ORM objects cost more CPU than the query.
+    columns = matching.with_only_columns(T.id, T.title, T.description, T.completed, count)
+    rows = (await session.execute(columns.order_by(T.id).limit(limit))).all()
+    if not rows:
+        return [], 0
+    return list(rows), rows[0][-1]
 
 
 async def get_task(session: AsyncSession, user_id: str, task_id: Any) -> Task:
