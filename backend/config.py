@@ -95,6 +95,14 @@ class Settings(BaseSettings):
     history_max_messages: int = Field(default=100, ge=1, le=1000)
     max_message_chars: int = Field(default=8000, ge=1)
 
+    # --- limits on what one user can grow (README, "Limits") ---
+    max_tasks_per_user: int = Field(default=1000, ge=1, le=1_000_000)
+    """Creating one more task answers 409 `task_limit_reached`."""
+    max_tool_output_chars: int = Field(default=16_000, ge=1000, le=1_000_000)
+    """Largest tool result (serialized JSON) that reaches the model and the stored turn."""
+    max_page_bytes: int = Field(default=1_000_000, ge=10_000, le=100_000_000)
+    """A page of conversation messages stops at this many bytes of text and tool calls."""
+
     # --- tools transport ---
     tools_transport: Literal["inprocess", "mcp"] = "inprocess"
     mcp_server_url: str | None = None

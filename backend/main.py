@@ -180,7 +180,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             stack.push_async_callback(http.close)
             app.state.settings = settings
             app.state.engine = engine
-            app.state.sessions = session_factory(engine)
+            app.state.sessions = session_factory(engine, settings)
             # Single-statement units (each CTE is atomic on its own) skip BEGIN/COMMIT round
             # trips (measured: ~30 % less client CPU per statement). Never used with .begin().
             autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")

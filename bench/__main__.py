@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -51,6 +52,14 @@ class Sizes:
     w4_long: int = 400
     w4_short: int = 10
     w4_samples: int = 40
+    w7_tasks: int = 1000
+    """The noisy user's tasks: MAX_TASKS_PER_USER (its default), every one of maximum size."""
+    w7_turners: int = 10
+    w7_streams: int = 15
+    w7_quiet_gets: int = 100
+    w7_quiet_turns: int = 8
+    """Per phase; both phases together stay under the default 20 turns per minute."""
+    w7_latency_ms: float = 250
     warmup: int = 60
 
 
@@ -63,6 +72,12 @@ SMOKE = Sizes(
     w4_long=40,
     w4_short=10,
     w4_samples=3,
+    w7_tasks=60,
+    w7_turners=2,
+    w7_streams=2,
+    w7_quiet_gets=5,
+    w7_quiet_turns=2,
+    w7_latency_ms=20,
     warmup=2,
 )
 
@@ -133,6 +148,31 @@ def start(cmd: list[str], env: dict[str, str], stack: ExitStack) -> subprocess.P
 
     stack.callback(stop)
     return proc
+
+
+def serve(env: dict[str, str], port: int, stack: ExitStack) -> subprocess.Popen[bytes]:
+    """The service with one uvicorn worker on `port`, up and answering /health."""
+    server = start(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "backend.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env,
+        stack,
+    )
+    wait_http(f"http://127.0.0.1:{port}/health", server)
+    return server
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -287,6 +327,96 @@ class Bench:
                 )
         return str(cid)
 
+    def seed_tasks(self, user: str, count: int) -> None:
+        """`count` tasks of maximum size (200-character title, 2,000-character description)."""
+        rows = [(user, f"{n:05d} " + "t" * 194, "d" * 2000) for n in range(count)]
+        with psycopg.connect(self.db_url) as conn, conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO tasks (user_id, title, description) VALUES (%s, %s, %s)", rows
+            )
+
+    async def get(self, run: Run, path: str, headers: dict[str, str]) -> int:
+        started = time.perf_counter()
+        try:
+            async with self.session().get(path, headers=headers) as r:
+                status = r.status
+                await r.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            run.errors += 1
+            run.error_samples.append(type(exc).__name__)
+            return 0
+        run.latencies.append((time.perf_counter() - started) * 1000)
+        if status != 200:
+            run.errors += 1
+            run.error_samples.append(f"GET {path} {status}")
+        return status
+
+    async def quiet_user(self, gets: Run, turns: Run, sizes: Sizes) -> None:
+        """The second user: its task list every 50 ms, and chat turns one after another."""
+        headers = self.headers("w7-quiet")
+
+        async def read() -> None:
+            for _ in range(sizes.w7_quiet_gets):
+                await self.get(gets, "/api/tasks", headers)
+                await asyncio.sleep(0.05)
+
+        async def chat() -> None:
+            conversation = None
+            for n in range(sizes.w7_quiet_turns):
+                conversation = await self.turn(turns, headers, f"quiet {n}", conversation)
+
+        await asyncio.gather(read(), chat())
+
+    async def noisy_user(
+        self, stop: asyncio.Event, run: Run, statuses: dict[int, int], sizes: Sizes
+    ) -> None:
+        """The first user at every cap: listing turns back to back, and streams nobody reads."""
+        headers = self.headers("w7-noisy")
+
+        async def lister() -> None:
+            conversation = None
+            while not stop.is_set():
+                body = {"message": "list my tasks", "conversation_id": conversation}
+                try:
+                    async with self.session().post("/api/chat", json=body, headers=headers) as r:
+                        status, raw = r.status, await r.read()
+                        retry_after = float(r.headers.get("Retry-After") or 1)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    run.errors += 1
+                    run.error_samples.append(type(exc).__name__)
+                    continue
+                statuses[status] = statuses.get(status, 0) + 1
+                if status == 200:
+                    conversation = json.loads(raw)["conversation_id"]
+                elif status == 429:  # at the rate limit: come back when told to
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), retry_after)
+                else:
+                    run.errors += 1
+                    run.error_samples.append(f"{status} {raw[:120]!r}")
+
+        async def unread_streams() -> None:
+            # Raw sockets: the request is sent, the SSE answer is never read.
+            port = int(self.base.rsplit(":", 1)[1])
+            body = json.dumps({"message": "list my tasks", "stream": True}).encode()
+            head = (
+                f"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: {headers['Authorization']}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            while not stop.is_set():
+                writers = []
+                for _ in range(sizes.w7_streams):
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.write(head + body)
+                    writers.append(writer)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 2)
+                for writer in writers:
+                    writer.close()
+
+        await asyncio.gather(*(lister() for _ in range(sizes.w7_turners)), unread_streams())
+
     async def history_turns(
         self, user: str, conversation: str, samples: int
     ) -> tuple[float, float]:
@@ -301,7 +431,9 @@ class Bench:
         return statistics.median(run.latencies), cpu
 
 
-async def drive(bench: Bench, sizes: Sizes, only: set[str]) -> dict[str, Any]:
+async def drive(
+    bench: Bench, sizes: Sizes, only: set[str], limited: Bench | None = None
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     await bench.latency(0)
     warm = Run()
@@ -359,9 +491,71 @@ async def drive(bench: Bench, sizes: Sizes, only: set[str]) -> dict[str, Any]:
             "cpu_ratio": round(statistics.mean(l_cpu) / max(statistics.mean(s_cpu), 0.01), 2),
             "latency_ratio": round(statistics.mean(l_lat) / max(statistics.mean(s_lat), 0.01), 2),
         }
+    if limited is not None:
+        results["W7"] = await noisy_neighbour(limited, sizes)
+        await limited.session().close()
     results["server_rss_mb_end"] = round(rss_mb(bench.pid), 1)
     await bench.session().close()
     return results
+
+
+async def noisy_neighbour(bench: Bench, sizes: Sizes) -> dict[str, Any]:
+    """W7: the quiet user's p95 with the noisy user idle, then with it at every cap.
+
+    Runs on its own server with the default turn rate limit (RATE_LIMIT_REQUESTS), which the
+    noisy user reaches within a second: its listers then come back when Retry-After says.
+    """
+    await bench.latency(sizes.w7_latency_ms)
+    warm = Run()  # a fresh server: first requests pay for imports and connections
+    await asyncio.gather(*(bench.user(warm, f"w7-warm-{u}", 2) for u in range(5)))
+    for _ in range(10):
+        await bench.get(warm, "/api/tasks", bench.headers("w7-warm-0"))
+    bench.seed_tasks("w7-noisy", sizes.w7_tasks)
+    one_more = {"title": "one more"}
+    async with bench.session().post(
+        "/api/tasks", json=one_more, headers=bench.headers("w7-noisy")
+    ) as r:
+        at_cap = r.status == 409  # with the default MAX_TASKS_PER_USER (1000)
+    idle_gets, idle_turns = Run(), Run()
+    await bench.quiet_user(idle_gets, idle_turns, sizes)
+    busy_gets, busy_turns, noise = Run(), Run(), Run()
+    stop = asyncio.Event()
+    peak = [rss_mb(bench.pid)]
+
+    async def sample() -> None:
+        while not stop.is_set():
+            peak.append(rss_mb(bench.pid))
+            await asyncio.sleep(0.05)
+
+    statuses: dict[int, int] = {}
+    cpu0, t0 = cpu_ms(bench.pid), time.perf_counter()
+    noisy = asyncio.gather(bench.noisy_user(stop, noise, statuses, sizes), sample())
+    await bench.quiet_user(busy_gets, busy_turns, sizes)
+    stop.set()
+    await noisy
+    busy_cpu_share = (cpu_ms(bench.pid) - cpu0) / 1000 / (time.perf_counter() - t0)
+    await bench.latency(0)
+
+    def ratio(busy: Run, idle: Run) -> float:
+        return round(percentile(busy.latencies, 95) / max(percentile(idle.latencies, 95), 0.01), 2)
+
+    return {
+        "noisy_tasks": sizes.w7_tasks,
+        "noisy_refused_one_more_task": at_cap,
+        "noisy_answers": ", ".join(f"{n} x {code}" for code, n in sorted(statuses.items())),
+        "noisy_errors": noise.errors,
+        "server_cpu_busy": round(busy_cpu_share, 2),
+        "quiet_get_p95_idle_ms": round(percentile(idle_gets.latencies, 95), 1),
+        "quiet_get_p95_busy_ms": round(percentile(busy_gets.latencies, 95), 1),
+        "quiet_get_p95_ratio": ratio(busy_gets, idle_gets),
+        "quiet_turn_p95_idle_ms": round(percentile(idle_turns.latencies, 95), 1),
+        "quiet_turn_p95_busy_ms": round(percentile(busy_turns.latencies, 95), 1),
+        "quiet_turn_p95_ratio": ratio(busy_turns, idle_turns),
+        "errors": idle_gets.errors + idle_turns.errors + busy_gets.errors + busy_turns.errors,
+        "rss_mb_peak": round(max(peak), 1),
+        "error_samples": (idle_gets.error_samples + busy_gets.error_samples)[:3]
+        + (idle_turns.error_samples + busy_turns.error_samples + noise.error_samples)[:3],
+    }
 
 
 def table(results: dict[str, Any]) -> str:
@@ -375,8 +569,12 @@ def table(results: dict[str, Any]) -> str:
         ("W3", "errors"): "0",
         ("W3", "rss_mb_peak"): "≤ 300",
         ("W4", "cpu_ratio"): "≤ 1.2",
+        ("W7", "quiet_get_p95_ratio"): "≤ 3",
+        ("W7", "quiet_turn_p95_ratio"): "≤ 3",
+        ("W7", "errors"): "0",
+        ("W7", "rss_mb_peak"): "≤ 400",
     }
-    for workload in ("W2", "W3", "W4"):
+    for workload in ("W2", "W3", "W4", "W7"):
         for metric, value in results.get(workload, {}).items():
             if metric == "error_samples":
                 continue
@@ -389,7 +587,7 @@ def table(results: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--smoke", action="store_true", help="a few turns only (used by the tests)")
-    parser.add_argument("--only", default="W2,W3,W4", help="comma-separated workloads")
+    parser.add_argument("--only", default="W2,W3,W4,W7", help="comma-separated workloads")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     sizes = SMOKE if args.smoke else Sizes()
@@ -411,34 +609,19 @@ def main() -> None:
             RATE_LIMIT_REQUESTS="1000000",
             LOG_LEVEL="WARNING",
         )
-        server = start(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "backend.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(server_port),
-                "--workers",
-                "1",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            env,
-            stack,
-        )
-        wait_http(f"http://127.0.0.1:{server_port}/health", server)
-        bench = Bench(
-            f"http://127.0.0.1:{server_port}",
-            f"http://127.0.0.1:{stub_port}/v1",
-            server.pid,
-            tmp_path / "data",
-            db_url,
-        )
-        results = asyncio.run(drive(bench, sizes, only))
+
+        def bench_on(server_env: dict[str, str], port: int) -> Bench:
+            pid = serve(server_env, port, stack).pid
+            stub_url = f"http://127.0.0.1:{stub_port}/v1"
+            return Bench(f"http://127.0.0.1:{port}", stub_url, pid, tmp_path / "data", db_url)
+
+        bench = bench_on(env, server_port)
+        limited: Bench | None = None
+        if "W7" in only:
+            # W7's own server, with the product's default turn rate limit: "at every cap".
+            w7_env = {k: v for k, v in env.items() if k != "RATE_LIMIT_REQUESTS"}
+            limited = bench_on(w7_env, free_port())
+        results = asyncio.run(drive(bench, sizes, only, limited))
     results["machine"] = {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -458,7 +641,7 @@ def main() -> None:
     )
     path.write_text(json.dumps(results, indent=2))
     print(f"results written to {path}")
-    failed = any(results.get(w, {}).get("errors") for w in ("W2", "W3")) or results.get(
+    failed = any(results.get(w, {}).get("errors") for w in ("W2", "W3", "W7")) or results.get(
         "W2", {}
     ).get("users_with_wrong_tasks")
     sys.exit(1 if failed else 0)

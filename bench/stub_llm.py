@@ -3,7 +3,8 @@
 Tests use it to check the exact request the service sends (system prompt, history, tool
 schemas, tool results) and to inject provider faults; the benchmark runs it as a separate
 process with a configurable latency. With nothing scripted it behaves like a tool-using model:
-a user message gets an `add_task` call, a tool result gets a short text.
+a user message gets an `add_task` call ("list my tasks" a `list_tasks` call), a tool result gets
+a short text.
 
     async with StubLLM() as stub:                  # in-process, on a free port
         stub.script({"tool_calls": [{"name": "list_tasks", "arguments": {}}]}, {"text": "Here."})
@@ -86,7 +87,8 @@ class StubLLM:
 
     @staticmethod
     def default_answer(request: dict[str, Any]) -> dict[str, Any]:
-        """A tool-using model: a user message -> `add_task` with its text; anything else -> text."""
+        """A tool-using model: a user message -> `add_task` with its text ("list my tasks" ->
+        `list_tasks`); anything else -> text."""
         last = request["messages"][-1]
         if last.get("role") != "user":
             return {"text": "Done: added it."}
@@ -95,6 +97,8 @@ class StubLLM:
             text = content
         else:
             text = " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
+        if text == "list my tasks":
+            return {"tool_calls": [{"name": "list_tasks", "arguments": {"status": "all"}}]}
         return {"tool_calls": [{"name": "add_task", "arguments": {"title": text[:200] or "task"}}]}
 
     # --- running -----------------------------------------------------------------------

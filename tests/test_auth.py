@@ -138,7 +138,7 @@ async def test_valid_eddsa_token(
     auth_client: httpx.AsyncClient, better_auth: FakeBetterAuth
 ) -> None:
     status, body, _ = await _status(auth_client, better_auth.sign())
-    assert status == 200 and body == {"tasks": []}
+    assert status == 200 and body == {"tasks": [], "next_cursor": None}
 
 
 @pytest.mark.parametrize(

@@ -84,7 +84,8 @@ async def test_multi_step_turn_sends_prompt_tools_and_results(
     tool_message = second["messages"][-1]
     assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == "call_list"
     assert json.loads(tool_message["content"]) == {
-        "tasks": [{"id": task["id"], "title": "Buy milk", "description": None, "completed": False}]
+        "tasks": [{"id": task["id"], "title": "Buy milk", "description": None, "completed": False}],
+        "count": 1,
     }
     assert third["messages"][-1]["tool_call_id"] == "call_done"
 

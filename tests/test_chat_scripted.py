@@ -140,7 +140,7 @@ async def test_model_cannot_reach_another_users_tasks(
     r = await chat_client.post("/api/chat", json={"message": "act as alice"}, headers=bob)
     assert r.status_code == 200
     results = [c["result"] for c in r.json()["tool_calls"]]
-    assert results[0] == {"tasks": []}
+    assert results[0] == {"tasks": [], "count": 0}
     assert all(res == {"error": f"Task {task['id']} not found"} for res in results[1:])
     assert all("user_id" not in c["arguments"] for c in r.json()["tool_calls"])
     after = (await chat_client.get(f"/api/tasks/{task['id']}", headers=alice)).json()

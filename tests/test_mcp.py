@@ -88,7 +88,8 @@ async def test_every_tool_changes_what_rest_shows(
         assert pending == {
             "tasks": [
                 {"id": task_id, "title": "Buy milk", "description": "2 litres", "completed": False}
-            ]
+            ],
+            "count": 1,
         }
 
         updated = ok(
@@ -105,12 +106,15 @@ async def test_every_tool_changes_what_rest_shows(
         completed = ok(await session.call_tool("complete_task", {"task_id": task_id}))
         assert completed == {"task_id": task_id, "status": "completed", "title": "Oat milk"}
         assert (await rest.get(f"/api/tasks/{task_id}")).json()["completed"] is True
-        assert ok(await session.call_tool("list_tasks", {"status": "pending"})) == {"tasks": []}
+        assert ok(await session.call_tool("list_tasks", {"status": "pending"})) == {
+            "tasks": [],
+            "count": 0,
+        }
 
         deleted = ok(await session.call_tool("delete_task", {"task_id": task_id}))
         assert deleted == {"task_id": task_id, "status": "deleted", "title": "Oat milk"}
         assert (await rest.get(f"/api/tasks/{task_id}")).status_code == 404
-        assert ok(await session.call_tool("list_tasks", {})) == {"tasks": []}
+        assert ok(await session.call_tool("list_tasks", {})) == {"tasks": [], "count": 0}
 
 
 async def test_failed_actions_are_tool_errors_worded_like_the_agents(
@@ -134,7 +138,7 @@ async def test_failed_actions_are_tool_errors_worded_like_the_agents(
         )
         assert "task_id" in error(await session.call_tool("complete_task", {}))
         # the session still works after errors, and nothing was created
-        assert ok(await session.call_tool("list_tasks", {})) == {"tasks": []}
+        assert ok(await session.call_tool("list_tasks", {})) == {"tasks": [], "count": 0}
 
 
 async def test_two_users_are_isolated(
@@ -143,7 +147,7 @@ async def test_two_users_are_isolated(
     async with mcp_session(base_url, token_for("alice")) as a:
         task_id = ok(await a.call_tool("add_task", {"title": "alice only"}))["task_id"]
     async with mcp_session(base_url, token_for("bob")) as b:
-        assert ok(await b.call_tool("list_tasks", {})) == {"tasks": []}
+        assert ok(await b.call_tool("list_tasks", {})) == {"tasks": [], "count": 0}
         for name, args in [
             ("complete_task", {"task_id": task_id}),
             ("update_task", {"task_id": task_id, "title": "pwned"}),

@@ -86,7 +86,7 @@ async def add(sessions: Sessions, title: str, user: str = "alice", done: bool = 
 
 async def tasks_of(sessions: Sessions, user: str = "alice") -> dict[int, tuple[str, bool]]:
     async with sessions.begin() as session:
-        return {t.id: (t.title, t.completed) for t in await service.list_tasks(session, user)}
+        return {t.id: (t.title, t.completed) for t in (await service.list_tasks(session, user))[0]}
 
 
 @pytest.mark.parametrize(
@@ -112,7 +112,7 @@ async def test_add(agent: Agent[TurnContext], sessions: Sessions, message: str, 
 async def test_add_with_description(agent: Agent[TurnContext], sessions: Sessions) -> None:
     await say(agent, sessions, "add buy milk with description 2 litres, semi-skimmed")
     async with sessions.begin() as session:
-        [task] = await service.list_tasks(session, "alice")
+        [task], _ = await service.list_tasks(session, "alice")
     assert (task.title, task.description) == ("Buy milk", "2 litres, semi-skimmed")
 
 

@@ -110,7 +110,10 @@ async def test_users_are_isolated(
     assert (await client.get(url, headers=bob)).status_code == 404
     assert (await client.patch(url, json={"completed": True}, headers=bob)).status_code == 404
     assert (await client.delete(url, headers=bob)).status_code == 404
-    assert (await client.get("/api/tasks", headers=bob)).json() == {"tasks": []}
+    assert (await client.get("/api/tasks", headers=bob)).json() == {
+        "tasks": [],
+        "next_cursor": None,
+    }
     # and alice's task is untouched
     r = await client.get(url, headers=alice)
     assert r.status_code == 200 and r.json()["completed"] is False

@@ -56,5 +56,5 @@ def build_agent(
         name="Task assistant",
         instructions=settings.agent_instructions or DEFAULT_INSTRUCTIONS,
         model=model,
-        tools=list(task_tools(_executor(settings, http))),
+        tools=list(task_tools(_executor(settings, http), settings.max_tool_output_chars)),
     )

@@ -120,6 +120,10 @@ def _on_target(intent: Intent, earlier_ids: list[int]) -> Step:
     target = intent.target
     if intent.action == "rename" and not intent.text:
         return Step(text="What should the new title be? For example: rename task 3 to call mom.")
+    if target.impossible_id:
+        return Step(
+            text='I couldn\'t find that task: no task has that number. Say "show my tasks" to see them.'
+        )
     if target.task_id is not None:
         return Step(call=_action(intent, target.task_id))
     if target.pronoun and len(earlier_ids) == 1:
@@ -146,13 +150,21 @@ def _after(intent: Intent, last: ToolCall) -> Step:
     naming = intent.action in ("complete", "rename", "delete") and intent.target.phrase
     if last.name == "list_tasks" and naming and intent.target.task_id is None:
         tasks = result.get("tasks")
-        return _on_match(
-            intent, [t for t in tasks if isinstance(t, dict)] if isinstance(tasks, list) else []
-        )
+        listed = [t for t in tasks if isinstance(t, dict)] if isinstance(tasks, list) else []
+        count = result.get("count")
+        searched = "search" in last.arguments
+        cut_short = isinstance(count, int) and count > len(listed)
+        if cut_short and not searched and not match_tasks(listed, intent.target.phrase):
+            # Look again among the titles that hold the phrase's longest word.
+            search = max(words(intent.target.phrase), key=len)
+            return Step(call=("list_tasks", {"status": "all", "search": search}))
+        return _on_match(intent, listed, count if isinstance(count, int) else None, searched)
     return Step(text=_report(last))
 
 
-def _on_match(intent: Intent, tasks: list[dict[str, Any]]) -> Step:
+def _on_match(
+    intent: Intent, tasks: list[dict[str, Any]], count: int | None = None, searched: bool = False
+) -> Step:
     phrase = intent.target.phrase
     matches = [t for t in match_tasks(tasks, phrase) if isinstance(t.get("id"), int)]
     if intent.action == "complete":
@@ -165,7 +177,9 @@ def _on_match(intent: Intent, tasks: list[dict[str, Any]]) -> Step:
             return Step(text=f"Every task matching '{phrase}' is already done.")
         matches = open_
     if not matches:
-        found = f"\n{format_tasks(tasks, 'all')}" if tasks else " You have no tasks."
+        found = f"\n{format_tasks(tasks, 'all', count)}" if tasks else " You have no tasks."
+        if searched:
+            found = ""  # the user has other tasks, too many to list here
         return Step(text=f"I couldn't find a task matching '{phrase}'.{found}")
     if len(matches) > 1:
         options = "\n".join(f"- #{t['id']} {t['title']}" for t in matches)
@@ -203,11 +217,17 @@ def _report(call: ToolCall) -> str:
     if call.name == "list_tasks":
         tasks = result.get("tasks")
         listed = [t for t in tasks if isinstance(t, dict)] if isinstance(tasks, list) else []
-        return format_tasks(listed, str(call.arguments.get("status", "all")))
+        count = result.get("count")
+        return format_tasks(
+            listed,
+            str(call.arguments.get("status", "all")),
+            count if isinstance(count, int) else None,
+        )
     return "Done."
 
 
-def format_tasks(tasks: list[dict[str, Any]], status: str) -> str:
+def format_tasks(tasks: list[dict[str, Any]], status: str, count: int | None = None) -> str:
+    """The task list as text; `count` (all that match) when the list is only the first ones."""
     if not tasks:
         return {
             "completed": "You have no completed tasks.",
@@ -218,7 +238,15 @@ def format_tasks(tasks: list[dict[str, Any]], status: str) -> str:
         f"- #{t.get('id')} {t.get('title')} — {'✓ done' if t.get('completed') else 'pending'}"
         for t in tasks
     ]
-    return f"{heading.get(status, 'Your tasks')} ({len(tasks)}):\n" + "\n".join(lines)
+    shown = f"{len(tasks)}"
+    more = ""
+    if count is not None and count > len(tasks):
+        shown = f"the first {len(tasks)} of {count}"
+        more = (
+            '\nTo find one, name it ("mark the milk task as done") or use its number, '
+            'or say "show my pending tasks".'
+        )
+    return f"{heading.get(status, 'Your tasks')} ({shown}):\n" + "\n".join(lines) + more
 
 
 # --- speaking the Responses protocol ---------------------------------------------------------

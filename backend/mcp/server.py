@@ -18,7 +18,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent
 
-from backend.agent.tools import TOOL_SPECS
+from backend.agent.tools import TOOL_SPECS, cap_output
 from backend.errors import AppError
 from backend.mcp.auth import McpContext, caller
 from backend.tasks import actions
@@ -32,8 +32,8 @@ async def add_task(ctx: McpContext, title: Any, description: Any = None) -> Call
     return await _run(ctx, "add_task", title=title, description=description)
 
 
-async def list_tasks(ctx: McpContext, status: Any = "all") -> CallToolResult:
-    return await _run(ctx, "list_tasks", status=status)
+async def list_tasks(ctx: McpContext, status: Any = "all", search: Any = None) -> CallToolResult:
+    return await _run(ctx, "list_tasks", status=status, search=search)
 
 
 async def complete_task(ctx: McpContext, task_id: Any) -> CallToolResult:
@@ -57,14 +57,19 @@ async def _run(ctx: McpContext, name: str, **arguments: Any) -> CallToolResult:
     except AppError as exc:
         # Returned, not raised: the SDK would prefix "Error executing tool <name>: ".
         return CallToolResult(content=[TextContent(type="text", text=exc.detail)], is_error=True)
+    result = cap_output(result, _app(ctx).state.settings.max_tool_output_chars)
     text = orjson.dumps(result).decode()
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=result)
 
 
-def _sessions(ctx: McpContext) -> actions.Sessions:
+def _app(ctx: McpContext) -> Any:
     request = ctx.request_context.request
     assert request is not None  # caller() has checked it
-    sessions: actions.Sessions = request.app.state.sessions
+    return request.app
+
+
+def _sessions(ctx: McpContext) -> actions.Sessions:
+    sessions: actions.Sessions = _app(ctx).state.sessions
     return sessions
 
 

@@ -20,8 +20,12 @@ from backend.tasks.models import Task
 
 Sessions = async_sessionmaker[AsyncSession]
 
+LIST_LIMIT = 50
+"""list_tasks gives the model at most this many tasks: the model never gets an unbounded list."""
 
-def task_view(task: Task) -> dict[str, Any]:
+
+def task_view(task: Task | Any) -> dict[str, Any]:
+    """A task (or a row with its id, title, description and completed) as the tools show it."""
     return {
         "id": task.id,
         "title": task.title,
@@ -31,16 +35,27 @@ def task_view(task: Task) -> dict[str, Any]:
 
 
 def coerce_task_id(value: Any) -> int:
-    """Models send ids as 5, 5.0 or "5"; anything else is not a task id."""
+    """Models send ids as 5, 5.0 or "5"; anything else is not a task id.
+
+    Strings must be ASCII digits ("٣" or "²" are not ids); ids no task can have (beyond bigint)
+    are "not found" before any big-number conversion can fail.
+    """
     if isinstance(value, bool):
         raise InvalidInput("task_id", "must be an integer task id")
-    if isinstance(value, int):
-        return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("#").isdigit():
-        return int(value.strip().lstrip("#"))
-    raise InvalidInput("task_id", "must be an integer task id")
+        value = int(value)
+    elif isinstance(value, str):
+        digits = value.strip().lstrip("#")
+        if not (digits.isascii() and digits.isdigit()):
+            raise InvalidInput("task_id", "must be an integer task id")
+        if len(digits.lstrip("0")) > len(str(service.MAX_TASK_ID)):
+            raise service.TaskNotFound(None)
+        value = int(digits)
+    if not isinstance(value, int):
+        raise InvalidInput("task_id", "must be an integer task id")
+    if not 0 < value <= service.MAX_TASK_ID:
+        raise service.TaskNotFound(value)
+    return value
 
 
 async def add_task(
@@ -50,9 +65,25 @@ async def add_task(
     return {"task_id": task.id, "status": "created", "title": task.title}
 
 
-async def list_tasks(session: AsyncSession, user_id: str, status: Any = "all") -> dict[str, Any]:
-    tasks = await service.list_tasks(session, user_id, status or "all")
-    return {"tasks": [task_view(t) for t in tasks]}
+async def list_tasks(
+    session: AsyncSession, user_id: str, status: Any = "all", search: Any = None
+) -> dict[str, Any]:
+    """At most LIST_LIMIT tasks, with `count` (all that match) and a `hint` when cut short."""
+    tasks, count = await service.first_tasks(
+        session, user_id, status or "all", limit=LIST_LIMIT, search=search
+    )
+    result: dict[str, Any] = {"tasks": [task_view(t) for t in tasks], "count": count}
+    if count > len(tasks):
+        result["hint"] = list_hint(len(tasks), count)
+    return result
+
+
+def list_hint(shown: int, count: int) -> str:
+    return (
+        f"Only the first {shown} of {count} matching tasks are listed. To find a task, call "
+        "list_tasks again with `search` (words from its title) or `status` (pending or "
+        "completed), or ask the user which task they mean."
+    )
 
 
 async def complete_task(session: AsyncSession, user_id: str, task_id: Any) -> dict[str, Any]:

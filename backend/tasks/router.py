@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from backend.apidocs import IDEMPOTENCY_KEY
 from backend.auth import CurrentUser
@@ -21,10 +21,17 @@ router = APIRouter(
 
 @router.get("", response_model=TaskList, summary="List your tasks")
 async def list_tasks(
-    user: CurrentUser, session: SessionDep, status: TaskStatus = TaskStatus.all
+    user: CurrentUser,
+    session: SessionDep,
+    status: TaskStatus = TaskStatus.all,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    after: Annotated[int | None, Query(ge=0, le=service.MAX_TASK_ID)] = None,
 ) -> TaskList:
-    tasks = await service.list_tasks(session, user.id, status)
-    return TaskList(tasks=[TaskRead.model_validate(t) for t in tasks])
+    """Oldest first, one page at a time: pass `next_cursor` back as `after` for the next page."""
+    tasks, next_cursor = await service.list_tasks(
+        session, user.id, status, limit=limit, after=after
+    )
+    return TaskList(tasks=[TaskRead.model_validate(t) for t in tasks], next_cursor=next_cursor)
 
 
 @router.post(
@@ -36,7 +43,10 @@ async def list_tasks(
     openapi_extra={"parameters": [IDEMPOTENCY_KEY]},
 )
 async def create_task(body: TaskCreate, user: CurrentUser, request: Request) -> Any:
-    """Send `Idempotency-Key` to make retries safe: a repeat returns the first answer."""
+    """Send `Idempotency-Key` to make retries safe: a repeat returns the first answer.
+
+    A user holds at most MAX_TASKS_PER_USER tasks: one more answers 409 `task_limit_reached`.
+    """
 
     async def create() -> TaskRead:
         # Its own transaction, committed before the idempotency record stores the answer.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class TaskStatus(StrEnum):
@@ -44,3 +44,6 @@ class TaskRead(BaseModel):
 
 class TaskList(BaseModel):
     tasks: list[TaskRead]
+    next_cursor: int | None = Field(
+        description="Pass as `after` for the next page; null at the end."
+    )
