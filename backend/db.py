@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
+import orjson
 from fastapi import Depends, Request
 from sqlalchemy import MetaData, event
 from sqlalchemy.exc import DisconnectionError
@@ -71,9 +72,16 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
         pool_pre_ping=False,  # pinged only after idling: see ping_idle_connections
         pool_recycle=1800,
         connect_args=connect_args,
+        hide_parameters=True,  # error logs never print message text or task titles
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
     )
     ping_idle_connections(engine, settings.database_ping_idle_seconds)
     return engine
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:

@@ -41,7 +41,7 @@ from backend.agent.context import Journal, TurnContext
 from backend.agent.items import text_of
 from backend.auth import User
 from backend.chat import repository
-from backend.chat.history import count_tokens, title_from, to_input_items
+from backend.chat.history import count_tokens_async, title_from, to_input_items
 from backend.chat.schemas import ChatResponse, ToolCall
 from backend.config import Settings
 from backend.errors import (
@@ -150,7 +150,7 @@ async def begin(
             turn=turn_id,
             lock_seconds=settings.turn_lock_seconds,
             user_content=text,
-            user_tokens=count_tokens(text),
+            user_tokens=await count_tokens_async(text),
             user_item_id=user_item_id,
             user_item=user_item,
             reply_item_id=reply_item_id,
@@ -197,7 +197,7 @@ def _journal(turn: Turn) -> Journal:
             reply_row=turn.reply_row,
             call=call,
             items=items,
-            tokens=count_tokens("", items),
+            tokens=await count_tokens_async("", items),
         )
 
     return record
@@ -341,7 +341,7 @@ async def execute(
             user_row=turn.user_row,
             reply_row=turn.reply_row,
             reply=reply,
-            reply_tokens=count_tokens(reply, items),
+            reply_tokens=await count_tokens_async(reply, items),
             tool_calls=ctx.tool_calls,
             items=items,
         )

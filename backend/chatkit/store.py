@@ -29,7 +29,7 @@ from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.chat import repository
-from backend.chat.history import count_tokens
+from backend.chat.history import count_tokens_async
 from backend.chatkit.context import ChatKitContext
 from backend.errors import BadRequest
 
@@ -150,7 +150,7 @@ class PostgresStore(Store[ChatKitContext]):
                 conversation_id=thread_uuid(thread_id),
                 role=role,
                 content=content,
-                tokens=count_tokens(content) if role != "event" else 0,
+                tokens=await count_tokens_async(content) if role != "event" else 0,
                 item_id=item.id,
                 item=item.model_dump(mode="json"),
             )
