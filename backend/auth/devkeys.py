@@ -22,6 +22,13 @@ from backend.config import DEV_ISSUER
 
 KEY_FILE = "dev-jwt-ed25519.pem"
 
+UNKNOWN_KEY_DETAIL = (
+    "Token signed by a key that no longer exists: development auth trusts only the current "
+    "development key in DATA_DIR (a new one is made when DATA_DIR is reset); "
+    "mint a new token with `task-assistant token <user>`"
+)
+"""The 401 detail in development auth for a token whose `kid` is not the current key's."""
+
 
 def load_or_create_dev_key(data_dir: Path) -> Ed25519PrivateKey:
     path = data_dir / KEY_FILE
