@@ -120,7 +120,9 @@ def stop_embedded(data_dir: Path) -> None:
     except Exception:
         log.warning("could not stop the embedded PostgreSQL in %s", pgdata, exc_info=True)
     finally:
-        # pgserver caches one handle per directory; a later start in this process must start anew.
+        # pgserver caches one handle per directory (a later start in this process must start
+        # anew) and would drop it again at exit.
+        atexit.unregister(owned.server._cleanup)
         PostgresServer._instances.pop(pgdata, None)
         owned.lock.close()
 
