@@ -13,9 +13,11 @@ server runs) only join and never stop it.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -49,6 +51,7 @@ class _Owned:
 
 # Per process, like the server it describes: which data directories this process owns.
 _owned: dict[Path, _Owned] = {}
+_guard = threading.Lock()  # the lifespan starts and stops the server from worker threads
 
 
 def _pgdata(data_dir: Path) -> Path:
@@ -89,18 +92,24 @@ def embedded_database_url(data_dir: Path, *, exclusive: bool = False) -> str:
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     pgdata = _pgdata(data_dir)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    if pgdata in _owned:
-        return _url(pgdata)
-    lock, owner = _try_lock(pgdata.parent)
-    if lock is None and exclusive:
-        raise EmbeddedDatabaseBusy(data_dir, owner)
-    # cleanup_mode=None: pgserver's own at-exit stop is replaced by the owner's stop below.
-    server = pgserver.get_server(pgdata, cleanup_mode=None)
-    if lock is not None:
-        _owned[pgdata] = _Owned(pgdata, lock, server)
-        log.info("embedded PostgreSQL running in %s (pid %s)", pgdata, server.get_pid())
-    else:
-        log.info("embedded PostgreSQL in %s joined (owned by pid %s)", pgdata, owner or "?")
+    with _guard:
+        if pgdata in _owned:
+            return _url(pgdata)
+        lock, owner = _try_lock(pgdata.parent)
+        if lock is None and exclusive:
+            raise EmbeddedDatabaseBusy(data_dir, owner)
+        try:
+            # cleanup_mode=None: pgserver's at-exit stop is replaced by the owner's stop below.
+            server = pgserver.get_server(pgdata, cleanup_mode=None)
+        except BaseException:
+            if lock is not None:
+                lock.close()
+            raise
+        if lock is not None:
+            _owned[pgdata] = _Owned(pgdata, lock, server)
+            log.info("embedded PostgreSQL running in %s (pid %s)", pgdata, server.get_pid())
+        else:
+            log.info("embedded PostgreSQL in %s joined (owned by pid %s)", pgdata, owner or "?")
     return _url(pgdata)
 
 
@@ -109,22 +118,24 @@ def stop_embedded(data_dir: Path) -> None:
     from pgserver import PostgresServer, pg_ctl  # type: ignore[attr-defined]
 
     pgdata = _pgdata(data_dir)
-    owned = _owned.pop(pgdata, None)
-    if owned is None:
-        return
-    try:
-        if (pgdata / "postmaster.pid").exists():
-            # fast: roll back open transactions and disconnect clients, then a clean checkpoint.
-            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=owned.server.system_user)
-            log.info("embedded PostgreSQL in %s stopped", pgdata)
-    except Exception:
-        log.warning("could not stop the embedded PostgreSQL in %s", pgdata, exc_info=True)
-    finally:
-        # pgserver caches one handle per directory (a later start in this process must start
-        # anew) and would drop it again at exit.
-        atexit.unregister(owned.server._cleanup)
-        PostgresServer._instances.pop(pgdata, None)
-        owned.lock.close()
+    with _guard:
+        owned = _owned.pop(pgdata, None)
+        if owned is None:
+            return
+        try:
+            if (pgdata / "postmaster.pid").exists():
+                # fast: roll back open transactions, disconnect clients, then a clean checkpoint.
+                pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=owned.server.system_user)
+                log.info("embedded PostgreSQL in %s stopped", pgdata)
+        except Exception:
+            log.warning("could not stop the embedded PostgreSQL in %s", pgdata, exc_info=True)
+        finally:
+            # Leave pgserver's list of processes using the directory, and forget its cached
+            # handle: a later start in this process must start the server anew.
+            with contextlib.suppress(OSError):  # its list lives in the directory
+                owned.server._cleanup()
+            PostgresServer._instances.pop(pgdata, None)
+            owned.lock.close()
 
 
 @atexit.register

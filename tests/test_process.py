@@ -19,10 +19,18 @@ import httpx
 import pytest
 
 from bench.env import isolated_env
+from tests.embedded_pg import postgres_data_dir, postgres_using
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = Path(sys.executable).with_name("task-assistant")
 START_TIMEOUT = 120  # imports alone take seconds on a loaded two-core machine
+
+
+@pytest.fixture
+def pg_data_dir() -> Iterator[Path]:
+    """A DATA_DIR the embedded PostgreSQL can always reach (see `postgres_data_dir`)."""
+    with postgres_data_dir() as path:
+        yield path
 
 
 def _free_port() -> int:
@@ -86,25 +94,9 @@ def _stop(proc: subprocess.Popen[str], sig: signal.Signals) -> int:
         raise
 
 
-def _postgres_using(data_dir: Path) -> list[int]:
-    """Pids of postgres processes whose command line names `data_dir` (a scan of /proc)."""
-    needle = str(data_dir.resolve()).encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv[0].endswith(b"postgres") and any(needle in arg for arg in argv[1:]):
-            pids.append(int(entry.name))
-    return pids
-
-
 def _wait_no_postgres(data_dir: Path, seconds: float = 5) -> list[int]:
     deadline = time.monotonic() + seconds
-    while (pids := _postgres_using(data_dir)) and time.monotonic() < deadline:
+    while (pids := postgres_using(data_dir)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return pids
 
@@ -131,15 +123,15 @@ def start_server() -> Iterator[Start]:
 
 
 def test_sigterm_stops_embedded_postgres_and_a_second_server_fails_fast(
-    tmp_path: Path, start_server: Start
+    pg_data_dir: Path, start_server: Start
 ) -> None:
     port = _free_port()
-    first = start_server(tmp_path, port)
-    assert _postgres_using(tmp_path), "the embedded PostgreSQL should run under DATA_DIR"
+    first = start_server(pg_data_dir, port)
+    assert postgres_using(pg_data_dir), "the embedded PostgreSQL should run under DATA_DIR"
 
     # A second server on the same DATA_DIR (another port) refuses before touching the database.
     started = time.monotonic()
-    second = _serve_expecting_failure(tmp_path, _free_port())
+    second = _serve_expecting_failure(pg_data_dir, _free_port())
     assert second.returncode != 0
     lines = second.stderr.strip().splitlines()
     assert lines[-1].startswith("error: the embedded PostgreSQL in"), second.stderr
@@ -150,26 +142,26 @@ def test_sigterm_stops_embedded_postgres_and_a_second_server_fails_fast(
 
     code = _stop(first, signal.SIGTERM)
     assert code == -signal.SIGTERM  # uvicorn's re-raised SIGTERM, after our clean-up
-    assert _wait_no_postgres(tmp_path) == []
-    assert not (tmp_path / "pg" / "postmaster.pid").exists()
+    assert _wait_no_postgres(pg_data_dir) == []
+    assert not (pg_data_dir / "pg" / "postmaster.pid").exists()
 
 
 def test_killed_server_leaves_postgres_the_next_one_adopts_and_stops(
-    tmp_path: Path, start_server: Start
+    pg_data_dir: Path, start_server: Start
 ) -> None:
     port = _free_port()
-    crashed = start_server(tmp_path, port)
+    crashed = start_server(pg_data_dir, port)
     crashed.kill()  # SIGKILL: nothing can clean up
     crashed.wait(10)
-    orphans = _postgres_using(tmp_path)
+    orphans = postgres_using(pg_data_dir)
     assert orphans, "a SIGKILLed server cannot stop its PostgreSQL"
 
     # Its owner is gone, so the next server (here with two workers) adopts the running server
     # instead of refusing, and SIGINT (Ctrl-C) stops it with the server.
-    nxt = start_server(tmp_path, port, "--workers", "2")
-    assert _postgres_using(tmp_path) == orphans
+    nxt = start_server(pg_data_dir, port, "--workers", "2")
+    assert postgres_using(pg_data_dir) == orphans
     assert _stop(nxt, signal.SIGINT) == 0
-    assert _wait_no_postgres(tmp_path) == []
+    assert _wait_no_postgres(pg_data_dir) == []
 
 
 def test_taken_port_fails_before_postgres_starts(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from backend.main import create_app
 from backend.schema import ALEMBIC_INI, SchemaBehind, code_revisions
 from tests.conftest import make_settings, running_app
 from tests.db import create_database, drop_database, server_url
-from tests.test_process import _postgres_using
+from tests.embedded_pg import postgres_data_dir, postgres_using
 
 HEAD = code_revisions()[0]
 
@@ -139,19 +139,18 @@ def test_migrate_on_start_defaults() -> None:
     assert not Settings(_env_file=None, migrate_on_start=False).migrates_on_start  # type: ignore[call-arg]
 
 
-async def test_plain_app_start_migrates_the_embedded_database_and_stops_it(
-    tmp_path: Path,
-) -> None:
+async def test_plain_app_start_migrates_the_embedded_database_and_stops_it() -> None:
     """`uvicorn backend.main:app` path: no DATABASE_URL, nothing run before the app."""
-    settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
-    async with running_app(create_app(settings)) as client:
-        assert _postgres_using(tmp_path)
-        token = mint_token(load_or_create_dev_key(tmp_path), "alice")
-        r = await client.post(
-            "/api/tasks", json={"title": "milk"}, headers={"Authorization": f"Bearer {token}"}
-        )
-        assert r.status_code == 201, r.text
-    assert _postgres_using(tmp_path) == []
+    with postgres_data_dir() as data_dir:
+        settings = Settings(_env_file=None, data_dir=data_dir)  # type: ignore[call-arg]
+        async with running_app(create_app(settings)) as client:
+            assert postgres_using(data_dir)
+            token = mint_token(load_or_create_dev_key(data_dir), "alice")
+            r = await client.post(
+                "/api/tasks", json={"title": "milk"}, headers={"Authorization": f"Bearer {token}"}
+            )
+            assert r.status_code == 201, r.text
+        assert postgres_using(data_dir) == []
 
 
 async def test_token_from_a_deleted_dev_key_says_to_mint_a_new_one(
