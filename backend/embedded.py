@@ -113,7 +113,7 @@ def embedded_database_url(data_dir: Path, *, exclusive: bool = False) -> str:
     return _url(pgdata)
 
 
-def stop_embedded(data_dir: Path) -> None:
+def stop_embedded(data_dir: Path, *, announce: bool = True) -> None:
     """Stop the embedded PostgreSQL under `data_dir` if this process owns it (idempotent)."""
     from pgserver import PostgresServer, pg_ctl  # type: ignore[attr-defined]
 
@@ -126,7 +126,8 @@ def stop_embedded(data_dir: Path) -> None:
             if (pgdata / "postmaster.pid").exists():
                 # fast: roll back open transactions, disconnect clients, then a clean checkpoint.
                 pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=owned.server.system_user)
-                log.info("embedded PostgreSQL in %s stopped", pgdata)
+                if announce:
+                    log.info("embedded PostgreSQL in %s stopped", pgdata)
         except Exception:
             log.warning("could not stop the embedded PostgreSQL in %s", pgdata, exc_info=True)
         finally:
@@ -143,4 +144,4 @@ def _stop_all() -> None:
     """A normal exit (a script, the test run) stops what this process owns; signals are handled
     by `serve` and the app's lifespan, which stop it explicitly."""
     for owned in list(_owned.values()):
-        stop_embedded(owned.pgdata.parent)
+        stop_embedded(owned.pgdata.parent, announce=False)  # log streams may be closed by now

@@ -30,13 +30,17 @@ from tests.embedded_pg import postgres_data_dir, postgres_using
 HEAD = code_revisions()[0]
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return server_url(tmp_path_factory.mktemp("pg-start"))
+
+
 @pytest.fixture
-def database_at(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str | None], str]]:
+def database_at(server: str) -> Iterator[Callable[[str | None], str]]:
     """`database_at(revision)`: a new database migrated to `revision` (None: left empty).
 
     Alembic runs its own event loop: call it through `asyncio.to_thread` from async tests.
     """
-    server = server_url(tmp_path_factory.mktemp("pg-start"))
     names: list[str] = []
 
     def make(revision: str | None) -> str:
