@@ -1,23 +1,43 @@
 # Two commands do all the set-up: `make run` and `make test`.
+# Only python3 is needed: uv (pinned) is installed into its own venv, .venv-tools, and installs
+# the project from uv.lock into .venv. Nothing touches the Python you run make with.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TOOLS := .venv-tools
+UV_VERSION := 0.13.9
+UV := $(TOOLS)/bin/uv
+# uv uses $(PYTHON) for .venv and never downloads an interpreter of its own.
+UV_ENV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never
 
-.PHONY: install run test check bench lint typecheck clean
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= 1
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+.PHONY: install lock upgrade run test check bench lint typecheck clean
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --disable-pip-version-check uv==$(UV_VERSION)
+
+# --locked: install exactly uv.lock, and stop if pyproject.toml no longer matches it (`make lock`).
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV_ENV) $(UV) sync --locked --extra dev
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# Re-resolve uv.lock after editing pyproject.toml (keeps locked versions that still fit).
+lock: | $(UV)
+	$(UV_ENV) $(UV) lock
+
+# Move every dependency to the newest version its cap in pyproject.toml allows.
+upgrade: | $(UV)
+	$(UV_ENV) $(UV) lock --upgrade
+
 run: install
-	$(BIN)/task-assistant serve --host 127.0.0.1 --port 8000
+	$(BIN)/task-assistant serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -35,4 +55,4 @@ bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -1,26 +1,28 @@
-"""The `task-assistant` command: serve (migrating first), migrate, and mint development tokens."""
+"""The `task-assistant` command: serve, migrate, and mint development tokens."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import errno
+import os
+import signal
+import socket
 import sys
-from pathlib import Path
+from types import FrameType
 
-from backend.config import get_settings
+from backend.config import Settings, get_settings
+from backend.schema import ALEMBIC_INI
+from backend.schema import migrate as migrate_url
 
-ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+__all__ = ["ALEMBIC_INI", "main", "migrate"]
 
 
 def migrate(url: str | None = None) -> None:
-    from alembic import command
-    from alembic.config import Config
-
+    """`alembic upgrade head` on `url`, or on the configured (or embedded) database."""
     from backend.db import resolve_database_url
 
-    cfg = Config(str(ALEMBIC_INI))
-    cfg.attributes["configure_logging"] = False
-    cfg.attributes["url"] = url or resolve_database_url(get_settings())
-    command.upgrade(cfg, "head")
+    migrate_url(url or resolve_database_url(get_settings()))
 
 
 def _token(args: argparse.Namespace) -> None:
@@ -36,32 +38,103 @@ def _token(args: argparse.Namespace) -> None:
     print(mint_token(key, args.user, ttl_seconds=args.ttl))
 
 
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwind through `finally` blocks instead of dying on the spot."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Bind and release `host:port` as uvicorn will, so a taken port fails before anything starts."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind(address)
+
+
+async def _check_schema(url: str, settings: Settings) -> None:
+    from backend.db import create_engine
+    from backend.schema import check_schema
+
+    engine = create_engine(url, settings)
+    try:
+        await check_schema(engine, url, migrate_on_start=settings.migrates_on_start)
+    finally:
+        await engine.dispose()
+
+
 def _serve(args: argparse.Namespace) -> None:
+    """Fail fast (port, embedded database, schema), serve, and stop the embedded database after.
+
+    uvicorn re-raises SIGTERM once it has shut down; with the default handler the process would
+    die there, `finally` blocks and `atexit` hooks unrun. `_raise_terminated` turns it into an
+    exception, the embedded PostgreSQL is stopped, then the signal is re-raised as uvicorn meant.
+    """
     import uvicorn
 
+    from backend.embedded import EmbeddedDatabaseBusy, embedded_database_url, stop_embedded
+    from backend.schema import SchemaBehind
+
+    if args.migrate is not None:  # the environment carries it to the workers too
+        os.environ["MIGRATE_ON_START"] = "true" if args.migrate else "false"
+        get_settings.cache_clear()
     settings = get_settings()
-    if not args.no_migrate:
-        migrate()
-    uvicorn.run(
-        "backend.main:app",
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=settings.log_level.lower(),
-        access_log=False,  # our middleware logs each request with its id
-        proxy_headers=True,
-    )
+    try:
+        _check_port_free(args.host, args.port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            sys.exit(f"error: {args.host}:{args.port} is already in use (another server running?)")
+        sys.exit(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    terminated = False
+    try:
+        url = settings.database_url or embedded_database_url(settings.data_dir, exclusive=True)
+        asyncio.run(_check_schema(url, settings))
+        uvicorn.run(
+            "backend.main:app",
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=settings.log_level.lower(),
+            access_log=False,  # our middleware logs each request with its id
+            proxy_headers=True,
+        )
+    except (EmbeddedDatabaseBusy, SchemaBehind) as exc:
+        sys.exit(f"error: {exc}")
+    except _Terminated:
+        terminated = True
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if not settings.database_url:
+            stop_embedded(settings.data_dir)
+    if terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="task-assistant")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="migrate the database, then serve the API")
+    serve = sub.add_parser(
+        "serve", help="check (and when configured, migrate) the database, then serve the API"
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--no-migrate", action="store_true", help="skip `alembic upgrade head`")
+    serve.add_argument(
+        "--migrate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="apply pending migrations first (default: MIGRATE_ON_START; unset, only for the "
+        "embedded database); without, a database behind the code refuses to start",
+    )
     serve.set_defaults(func=_serve)
 
     mig = sub.add_parser("migrate", help="apply Alembic migrations (alembic upgrade head)")

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     database_statement_timeout_ms: int = Field(default=10_000, ge=0)
     database_ping_idle_seconds: float = Field(default=1.0, ge=0)
     """A pooled connection idle longer than this is checked before use (a dead one is replaced)."""
+    migrate_on_start: bool | None = None
+    """Apply pending migrations when the app starts. Unset: yes for the embedded database, no with
+    DATABASE_URL (run `task-assistant migrate` once per deploy); a database behind the code's
+    schema then refuses to start."""
 
     # --- authentication ---
     better_auth_url: str | None = None
@@ -156,6 +160,12 @@ class Settings(BaseSettings):
     def dev_auth(self) -> bool:
         """Neither Better Auth nor a shared secret: trust a local development key."""
         return not self.better_auth_url and not self.jwt_secret and not self.better_auth_jwks_url
+
+    @property
+    def migrates_on_start(self) -> bool:
+        if self.migrate_on_start is not None:
+            return self.migrate_on_start
+        return self.database_url is None
 
     @property
     def jwks_url(self) -> str | None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import orjson
 from fastapi import Depends, Request
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlmodel import SQLModel
 
 from backend.config import Settings
+from backend.embedded import embedded_database_url, stop_embedded
 
 log = logging.getLogger(__name__)
 
@@ -36,25 +37,26 @@ SQLModel.metadata.naming_convention = {
 metadata: MetaData = SQLModel.metadata
 
 
-def embedded_database_url(data_dir: Path) -> str:
-    """Start (or join) the embedded PostgreSQL under `data_dir` and return its async URL.
-
-    Blocking (initdb takes a few seconds the first time): call it from a thread in async code.
-    """
-    import pgserver  # imported lazily: only local runs need it
-
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
-
-    pgdata = (data_dir / "pg").resolve()
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    pgserver.get_server(pgdata, cleanup_mode="stop")  # stops when the last process using it exits
-    log.info("embedded PostgreSQL running in %s", pgdata)
-    return f"postgresql+psycopg://postgres@/postgres?host={quote(str(pgdata), safe='')}"
-
-
 def resolve_database_url(settings: Settings) -> str:
-    """The configured DATABASE_URL, or the embedded server's (blocking; see above)."""
+    """The configured DATABASE_URL, or the embedded server's (blocking: it may start it)."""
     return settings.database_url or embedded_database_url(settings.data_dir)
+
+
+@asynccontextmanager
+async def app_database_url(settings: Settings) -> AsyncIterator[str]:
+    """The app's database URL for its lifespan; an embedded server this process owns stops with it.
+
+    Stopping here, not at exit, is what makes SIGTERM stop it: uvicorn runs the lifespan's
+    shutdown, then re-raises the signal, and the process dies without running `atexit` hooks.
+    """
+    if settings.database_url:
+        yield settings.database_url
+        return
+    url = await asyncio.to_thread(embedded_database_url, settings.data_dir)
+    try:
+        yield url
+    finally:
+        await asyncio.to_thread(stop_embedded, settings.data_dir)
 
 
 def create_engine(url: str, settings: Settings) -> AsyncEngine:

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from backend import health
 from backend.agent.factory import build_agent, build_model, configure_tracing
 from backend.apidocs import install_api_docs
-from backend.auth.devkeys import load_or_create_dev_key, public_jwk
+from backend.auth.devkeys import UNKNOWN_KEY_DETAIL, load_or_create_dev_key, public_jwk
 from backend.auth.jwks import JWKSCache
 from backend.auth.verifier import TokenVerifier
 from backend.chat import history, repository
@@ -34,7 +34,7 @@ from backend.chatkit.router import router as chatkit_router
 from backend.chatkit.server import TaskChatKitServer
 from backend.chatkit.store import PostgresStore
 from backend.config import Settings, get_settings
-from backend.db import create_engine, resolve_database_url, session_factory
+from backend.db import app_database_url, create_engine, session_factory
 from backend.errors import install_error_handlers
 from backend.http import create_http_session
 from backend.logging import configure_logging
@@ -51,6 +51,7 @@ from backend.reliability.ratelimit import (
     RateLimiter,
     RedisRateLimiter,
 )
+from backend.schema import check_schema
 from backend.tasks.router import router as tasks_router
 from backend.web.router import build_router as build_web_router
 
@@ -85,6 +86,7 @@ def build_verifier(settings: Settings, http: aiohttp.ClientSession) -> TokenVeri
         issuer=settings.expected_issuer,
         audience=settings.expected_audience,
         leeway=settings.jwt_leeway_seconds,
+        unknown_key_detail=UNKNOWN_KEY_DETAIL if settings.dev_auth else "Invalid token",
     )
 
 
@@ -171,9 +173,10 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            url = await asyncio.to_thread(resolve_database_url, settings)
+            url = await stack.enter_async_context(app_database_url(settings))
             engine = create_engine(url, settings)
             stack.push_async_callback(engine.dispose)
+            await check_schema(engine, url, migrate_on_start=settings.migrates_on_start)
             metrics.watch_pool(engine)
             stack.callback(metrics_endpoint.process_exiting)
             http = create_http_session(settings)

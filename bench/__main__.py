@@ -131,9 +131,9 @@ def database(tmp: Path) -> Any:
         if not os.environ.get("BENCH_DATABASE_URL"):
             # Stop the embedded server now: its atexit hook runs after `tmp` is deleted, when
             # `pg_ctl stop` can no longer find the data directory and postgres lingers.
-            import pgserver
+            from backend.embedded import stop_embedded
 
-            pgserver.get_server((tmp / "pg").resolve()).cleanup()
+            stop_embedded(tmp)
 
 
 def start(cmd: list[str], env: dict[str, str], stack: ExitStack) -> subprocess.Popen[bytes]:

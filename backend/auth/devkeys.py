@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,22 +23,41 @@ from backend.config import DEV_ISSUER
 
 KEY_FILE = "dev-jwt-ed25519.pem"
 
+UNKNOWN_KEY_DETAIL = (
+    "Token signed by a key that no longer exists: development auth trusts only the current "
+    "development key in DATA_DIR (a new one is made when DATA_DIR is reset); "
+    "mint a new token with `task-assistant token <user>`"
+)
+"""The 401 detail in development auth for a token whose `kid` is not the current key's."""
+
 
 def load_or_create_dev_key(data_dir: Path) -> Ed25519PrivateKey:
+    """The development key in `data_dir`, made on first use.
+
+    Several processes may start together on a fresh DATA_DIR (replicas, workers): the key is
+    written to a private temporary file and linked into place, so exactly one key wins and
+    nobody reads a half-written file.
+    """
     path = data_dir / KEY_FILE
-    if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise RuntimeError(f"{path} is not an Ed25519 private key")
-        return key
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".dev-key-")  # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(pem)
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        finally:
+            os.unlink(tmp)
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise RuntimeError(f"{path} is not an Ed25519 private key")
     return key
 
 

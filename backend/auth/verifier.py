@@ -50,12 +50,15 @@ class TokenVerifier:
         issuer: str | None,
         audience: str | None,
         leeway: int = 30,
+        unknown_key_detail: str = "Invalid token",
     ) -> None:
         self._jwks = jwks
         self._secret = secret
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway
+        self._unknown_key_detail = unknown_key_detail
+        """The 401 detail for a token whose `kid` no key has (development auth explains it)."""
         self._key_objects: dict[tuple[str, str, str], Any] = {}
 
     async def verify(self, token: str) -> User:
@@ -103,7 +106,7 @@ class TokenVerifier:
         except JWKSUnavailable:
             raise ServiceUnavailable("Authentication service unavailable") from None
         if jwk is None:
-            raise Unauthorized("Invalid token")
+            raise Unauthorized(self._unknown_key_detail)
         kty, crv = _KEY_TYPES[alg]
         if jwk.get("kty") != kty or (crv and jwk.get("crv") != crv):
             raise Unauthorized("Invalid token")
