@@ -38,8 +38,13 @@ def _token(args: argparse.Namespace) -> None:
 
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
+    from pydantic import ValidationError
 
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        problems = (str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        sys.exit("error: invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
     if not args.no_migrate:
         migrate()
     uvicorn.run(

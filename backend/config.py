@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
     jwks_cache_seconds: int = Field(default=3600, ge=1)
     jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
+    jwks_refetch_budget: int = Field(default=3, ge=1, le=100)
+    """Refetches of the key set that tokens with unknown kids may cause per cooldown."""
+    jwt_require_issuer_audience: bool = True
+    """With JWT_SECRET, refuse to start unless JWT_ISSUER and JWT_AUDIENCE are set (false: opt out)."""
+    max_token_lifetime_seconds: int = Field(default=86_400, ge=60)
+    """Tokens whose `exp` lies further ahead than this are refused."""
 
     # --- HTTP ---
     allowed_origins: str = ""
@@ -122,6 +128,20 @@ class Settings(BaseSettings):
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return value
+
+    @model_validator(mode="after")
+    def _hs256_needs_issuer_audience(self) -> Settings:
+        if (
+            self.jwt_secret
+            and self.jwt_require_issuer_audience
+            and not (self.jwt_issuer and self.jwt_audience)
+        ):
+            raise ValueError(
+                "JWT_SECRET needs JWT_ISSUER and JWT_AUDIENCE (the `iss` and `aud` your HS256 "
+                "tokens carry), so a token minted for another service with the same secret is "
+                "refused; set JWT_REQUIRE_ISSUER_AUDIENCE=false to accept tokens without them"
+            )
+        return self
 
     @model_validator(mode="after")
     def _mcp_transport_needs_url(self) -> Settings:

@@ -66,6 +66,7 @@ def build_verifier(settings: Settings, http: httpx.AsyncClient) -> TokenVerifier
             http,
             cache_seconds=settings.jwks_cache_seconds,
             cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
+            refetch_budget=settings.jwks_refetch_budget,
         )
         log.info("verifying Better Auth tokens against %s", settings.jwks_url)
     else:
@@ -78,6 +79,7 @@ def build_verifier(settings: Settings, http: httpx.AsyncClient) -> TokenVerifier
         issuer=settings.expected_issuer,
         audience=settings.expected_audience,
         leeway=settings.jwt_leeway_seconds,
+        max_lifetime=settings.max_token_lifetime_seconds,
     )
 
 
