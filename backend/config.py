@@ -100,8 +100,12 @@ class Settings(BaseSettings):
 
     # --- reliability ---
     rate_limit_requests: int = Field(default=20, ge=0)
-    """Chat turns per user per window; 0 disables rate limiting."""
+    """Chat turns per user per window (and the largest burst); 0: unlimited."""
     rate_limit_window_seconds: int = Field(default=60, ge=1)
+    write_rate_limit_requests: int = Field(default=120, ge=0)
+    """REST task writes and MCP tool calls per user per minute; 0: unlimited."""
+    read_rate_limit_requests: int = Field(default=600, ge=0)
+    """GET requests per user per minute; 0: unlimited."""
     redis_url: str | None = None
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     conversation_lock_seconds: float | None = None

@@ -17,7 +17,6 @@ import httpx
 from agents import Model
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import Route
 
 from backend import health
@@ -39,12 +38,7 @@ from backend.mcp.auth import MCPEndpoint
 from backend.mcp.server import build_mcp_server
 from backend.middleware import RequestContextMiddleware
 from backend.reliability.idempotency import IdempotencyStore
-from backend.reliability.ratelimit import (
-    NoRateLimit,
-    PostgresRateLimiter,
-    RateLimiter,
-    RedisRateLimiter,
-)
+from backend.reliability.ratelimit import build_rate_limits
 from backend.tasks.router import router as tasks_router
 
 log = logging.getLogger("backend")
@@ -80,25 +74,6 @@ def build_verifier(settings: Settings, http: httpx.AsyncClient) -> TokenVerifier
         audience=settings.expected_audience,
         leeway=settings.jwt_leeway_seconds,
         max_lifetime=settings.max_token_lifetime_seconds,
-    )
-
-
-async def build_rate_limiter(
-    settings: Settings, engine: AsyncEngine, stack: AsyncExitStack
-) -> RateLimiter:
-    if settings.rate_limit_requests <= 0:
-        return NoRateLimit()
-    if settings.redis_url:
-        import redis.asyncio as redis
-
-        client = redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-        stack.push_async_callback(client.aclose)
-        log.info("rate limits kept in Redis")
-        return RedisRateLimiter(
-            client, settings.rate_limit_requests, settings.rate_limit_window_seconds
-        )
-    return PostgresRateLimiter(
-        engine, settings.rate_limit_requests, settings.rate_limit_window_seconds
     )
 
 
@@ -183,7 +158,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             app.state.chatkit = TaskChatKitServer(PostgresStore(single), app.state.chat)
             app.state.mcp = build_mcp_server(app)
             await stack.enter_async_context(run_in_own_task(app.state.mcp.session_manager.run()))
-            app.state.rate_limiter = await build_rate_limiter(settings, single, stack)
+            app.state.rate_limits = await build_rate_limits(settings, single, stack)
             app.state.idempotency = IdempotencyStore(
                 single,
                 ttl_seconds=settings.idempotency_ttl_seconds,

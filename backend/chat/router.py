@@ -26,9 +26,11 @@ from backend.db import SessionDep
 from backend.errors import Forbidden, error_responses
 from backend.reliability.deps import (
     RateLimitedUser,
-    chat_rate_limit,
     claim_idempotency_key,
+    counted_chat_turn,
     idempotent,
+    limit_reads,
+    limit_writes,
 )
 from backend.reliability.idempotency import IdempotencyClaim, Replay
 
@@ -126,7 +128,7 @@ async def chat_for_user(
     """The same as `POST /api/chat`, for frontends that put the user id in the path."""
     if user_id != user.id:
         raise Forbidden("The user in the path is not the token's user")
-    return await chat(body, await chat_rate_limit(request, user), request)
+    return await chat(body, await counted_chat_turn(request, user, body), request)
 
 
 @router.get(
@@ -138,9 +140,11 @@ async def chat_for_user(
 async def list_conversations(
     user: CurrentUser,
     session: SessionDep,
+    request: Request,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: uuid.UUID | None = None,
 ) -> ConversationList:
+    await limit_reads(request, user)
     rows, next_cursor = await service.list_conversations(session, user.id, limit=limit, after=after)
     return ConversationList(
         conversations=[ConversationSummary.model_validate(c) for c in rows], next_cursor=next_cursor
@@ -157,9 +161,11 @@ async def get_conversation(
     conversation_id: uuid.UUID,
     user: CurrentUser,
     session: SessionDep,
+    request: Request,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
 ) -> ConversationDetail:
+    await limit_reads(request, user)
     conversation = await service.get_conversation(session, user.id, conversation_id)
     messages, next_cursor = await service.list_messages(
         session, conversation.id, limit=limit, after=after
@@ -178,8 +184,13 @@ async def get_conversation(
     responses=error_responses(404),
 )
 async def rename_conversation(
-    conversation_id: uuid.UUID, body: ConversationUpdate, user: CurrentUser, session: SessionDep
+    conversation_id: uuid.UUID,
+    body: ConversationUpdate,
+    user: CurrentUser,
+    session: SessionDep,
+    request: Request,
 ) -> ConversationSummary:
+    await limit_writes(request, user)
     conversation = await service.rename_conversation(session, user.id, conversation_id, body.title)
     return ConversationSummary.model_validate(conversation)
 
@@ -191,7 +202,8 @@ async def rename_conversation(
     responses=error_responses(404),
 )
 async def delete_conversation(
-    conversation_id: uuid.UUID, user: CurrentUser, session: SessionDep
+    conversation_id: uuid.UUID, user: CurrentUser, session: SessionDep, request: Request
 ) -> Response:
+    await limit_writes(request, user)
     await service.delete_conversation(session, user.id, conversation_id)
     return Response(status_code=204)

@@ -50,7 +50,7 @@ from backend.chatkit.context import ChatKitContext
 from backend.chatkit.server import TaskChatKitServer
 from backend.chatkit.store import AttachmentsNotSupported
 from backend.errors import BadRequest, NotFound, error_responses
-from backend.reliability.ratelimit import RateLimiter
+from backend.reliability.deps import chat_rate_limit
 from backend.textrules import clean_text
 
 log = logging.getLogger(__name__)
@@ -116,8 +116,7 @@ async def chatkit(request: Request, user: CurrentUser) -> Response:
         _check_input(req.params.input, runtime.settings.max_message_chars)
         context.owns_input = True
     if isinstance(req, _TURNS):
-        limiter: RateLimiter = request.app.state.rate_limiter
-        await limiter.hit(user.id)
+        await chat_rate_limit(request, user)
         context.turn = uuid.uuid4()  # a new thread is claimed when it is stored
     thread_id: str | None = getattr(req.params, "thread_id", None)
     if thread_id is not None:

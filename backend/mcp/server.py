@@ -17,10 +17,12 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent
+from starlette.requests import Request
 
 from backend.agent.tools import TOOL_SPECS
 from backend.errors import AppError
 from backend.mcp.auth import McpContext, caller
+from backend.reliability.deps import limit_writes
 from backend.tasks import actions
 
 # Argument values are typed `Any` on purpose: the task service checks them (titles, ids, status)
@@ -53,6 +55,7 @@ async def delete_task(ctx: McpContext, task_id: Any) -> CallToolResult:
 async def _run(ctx: McpContext, name: str, **arguments: Any) -> CallToolResult:
     try:
         user = caller(ctx)
+        await limit_writes(_request(ctx), user)
         result = await actions.ACTIONS[name](_sessions(ctx), user.id, **arguments)
     except AppError as exc:
         # Returned, not raised: the SDK would prefix "Error executing tool <name>: ".
@@ -61,10 +64,14 @@ async def _run(ctx: McpContext, name: str, **arguments: Any) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=result)
 
 
-def _sessions(ctx: McpContext) -> actions.Sessions:
+def _request(ctx: McpContext) -> Request:
     request = ctx.request_context.request
     assert request is not None  # caller() has checked it
-    sessions: actions.Sessions = request.app.state.sessions
+    return request
+
+
+def _sessions(ctx: McpContext) -> actions.Sessions:
+    sessions: actions.Sessions = _request(ctx).app.state.sessions
     return sessions
 
 

@@ -9,19 +9,20 @@ from fastapi import APIRouter, Request, Response
 from backend.auth import CurrentUser
 from backend.db import SessionDep
 from backend.errors import error_responses
-from backend.reliability.deps import idempotent
+from backend.reliability.deps import idempotent, limit_reads, limit_writes
 from backend.tasks import service
 from backend.tasks.schemas import TaskCreate, TaskList, TaskRead, TaskStatus, TaskUpdate
 
 router = APIRouter(
-    prefix="/api/tasks", tags=["tasks"], responses=error_responses(400, 401, 422, 503)
+    prefix="/api/tasks", tags=["tasks"], responses=error_responses(400, 401, 422, 429, 503)
 )
 
 
 @router.get("", response_model=TaskList, summary="List your tasks")
 async def list_tasks(
-    user: CurrentUser, session: SessionDep, status: TaskStatus = TaskStatus.all
+    user: CurrentUser, session: SessionDep, request: Request, status: TaskStatus = TaskStatus.all
 ) -> TaskList:
+    await limit_reads(request, user)
     tasks = await service.list_tasks(session, user.id, status)
     return TaskList(tasks=[TaskRead.model_validate(t) for t in tasks])
 
@@ -35,6 +36,7 @@ async def list_tasks(
 )
 async def create_task(body: TaskCreate, user: CurrentUser, request: Request) -> Any:
     """Send `Idempotency-Key` to make retries safe: a repeat returns the first answer."""
+    await limit_writes(request, user)
 
     async def create() -> TaskRead:
         # Its own transaction, committed before the idempotency record stores the answer.
@@ -46,14 +48,18 @@ async def create_task(body: TaskCreate, user: CurrentUser, request: Request) -> 
 
 
 @router.get("/{task_id}", response_model=TaskRead, responses=error_responses(404))
-async def get_task(task_id: int, user: CurrentUser, session: SessionDep) -> TaskRead:
+async def get_task(
+    task_id: int, user: CurrentUser, session: SessionDep, request: Request
+) -> TaskRead:
+    await limit_reads(request, user)
     return TaskRead.model_validate(await service.get_task(session, user.id, task_id))
 
 
 @router.patch("/{task_id}", response_model=TaskRead, responses=error_responses(404))
 async def update_task(
-    task_id: int, body: TaskUpdate, user: CurrentUser, session: SessionDep
+    task_id: int, body: TaskUpdate, user: CurrentUser, session: SessionDep, request: Request
 ) -> TaskRead:
+    await limit_writes(request, user)
     task = await service.update_task(
         session, user.id, task_id, **body.model_dump(exclude_unset=True)
     )
@@ -61,6 +67,9 @@ async def update_task(
 
 
 @router.delete("/{task_id}", status_code=204, responses=error_responses(404))
-async def delete_task(task_id: int, user: CurrentUser, session: SessionDep) -> Response:
+async def delete_task(
+    task_id: int, user: CurrentUser, session: SessionDep, request: Request
+) -> Response:
+    await limit_writes(request, user)
     await service.delete_task(session, user.id, task_id)
     return Response(status_code=204)
