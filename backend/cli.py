@@ -40,6 +40,8 @@ def _serve(args: argparse.Namespace) -> None:
     import uvicorn
     from pydantic import ValidationError
 
+    from backend.httpserver import uvicorn_limits
+
     try:
         settings = get_settings()
     except ValidationError as exc:
@@ -55,6 +57,7 @@ def _serve(args: argparse.Namespace) -> None:
         log_level=settings.log_level.lower(),
         access_log=False,  # our middleware logs each request with its id
         proxy_headers=True,
+        **uvicorn_limits(settings),
     )
 
 

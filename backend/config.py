@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     """Comma-separated list of origins allowed by CORS, or `*`. Empty: no CORS."""
     log_level: str = "INFO"
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    max_header_bytes: int = Field(default=16_384, ge=1024)
+    """The whole request head (request line and headers); over it: 431."""
+    max_header_count: int = Field(default=100, ge=10)
+    max_header_field_bytes: int = Field(default=8192, ge=256)
+    """One header, name and value; over it: 431."""
+    request_read_timeout_seconds: float = Field(default=15.0, gt=0)
+    """Deadline for a request's head, and then for its body; over it: 408 and the connection closes."""
+    keep_alive_timeout_seconds: float = Field(default=5.0, gt=0)
+    """An idle keep-alive connection is closed after this."""
 
     # --- the model ---
     llm_base_url: str | None = None

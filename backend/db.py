@@ -69,6 +69,8 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
         pool_pre_ping=False,
         pool_recycle=1800,
         connect_args=connect_args,
+        # Parameters carry message text and task titles: never print them in error logs.
+        hide_parameters=True,
     )
 
 

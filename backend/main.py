@@ -218,7 +218,13 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             expose_headers=["Retry-After", "X-Request-ID"],
             max_age=600,
         )
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        read_timeout_seconds=settings.request_read_timeout_seconds,
+        max_header_count=settings.max_header_count,
+        max_header_field_bytes=settings.max_header_field_bytes,
+    )
     return app
 
 
