@@ -17,8 +17,11 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from backend.config import Settings
+from backend.config import Settings, get_settings
 from backend.middleware import SECURITY_HEADERS
+
+PROTOCOL = "backend.httpserver:LimitedHttpProtocol"
+"""By import path: `--workers N` pickles uvicorn's config into each worker process."""
 
 
 def error_head(status: int, reason: str, detail: str, code: str) -> bytes:
@@ -38,14 +41,19 @@ def error_head(status: int, reason: str, detail: str, code: str) -> bytes:
 class LimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline and a size cap on each request head."""
 
-    max_head_bytes = 16_384
-    head_timeout = 15.0
+    max_head_bytes: int | None = None
+    """None: MAX_HEADER_BYTES from the environment (get_settings())."""
+    head_timeout: float | None = None
+    """None: REQUEST_READ_TIMEOUT_SECONDS from the environment."""
     linger_seconds = 2.0
     """After refusing, how long we keep reading (and dropping) what the client still sends, so
     that closing does not reset the connection before the client has read our answer."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        settings = get_settings()  # cached: read from the environment once per process
+        self._max_head_bytes = self.max_head_bytes or settings.max_header_bytes
+        self._head_timeout = self.head_timeout or settings.request_read_timeout_seconds
         self._in_head = True  # between requests, or inside a head: not inside a request body
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
@@ -64,7 +72,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
         super().data_received(data)
         # Checked after parsing: the chunk may also hold the end of the head and some body.
-        if self._in_head and self._head_bytes > self.max_head_bytes:
+        if self._in_head and self._head_bytes > self._max_head_bytes:
             self._refuse(
                 error_head(
                     431,
@@ -89,7 +97,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _arm_head_timer(self) -> None:
-        self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+        self._head_timer = self.loop.call_later(self._head_timeout, self._head_timed_out)
 
     def _disarm_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -121,9 +129,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
 
 def limited_http_protocol(settings: Settings) -> type[LimitedHttpProtocol]:
-    """`LimitedHttpProtocol` with the configured limits (uvicorn instantiates the class)."""
+    """`LimitedHttpProtocol` with the limits of `settings` (for a server run in this process)."""
     return type(
-        "LimitedHttpProtocol",
+        "ConfiguredLimitedHttpProtocol",
         (LimitedHttpProtocol,),
         {
             "max_head_bytes": settings.max_header_bytes,
@@ -132,9 +140,13 @@ def limited_http_protocol(settings: Settings) -> type[LimitedHttpProtocol]:
     )
 
 
-def uvicorn_limits(settings: Settings) -> dict[str, Any]:
-    """The uvicorn.run / uvicorn.Config arguments that bound connections."""
+def uvicorn_limits(settings: Settings, *, in_process: bool = False) -> dict[str, Any]:
+    """The uvicorn.run / uvicorn.Config arguments that bound connections.
+
+    `task-assistant serve` names the protocol by import path, so each worker reads the limits
+    from the same environment; `in_process` passes a class configured from `settings` instead.
+    """
     return {
-        "http": limited_http_protocol(settings),
+        "http": limited_http_protocol(settings) if in_process else PROTOCOL,
         "timeout_keep_alive": settings.keep_alive_timeout_seconds,
     }

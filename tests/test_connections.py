@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -34,7 +35,7 @@ def limited_settings(database_url: str, data_dir: Path) -> Settings:
 async def server(limited_settings: Settings) -> AsyncIterator[tuple[str, int]]:
     """(host, port) of the app served like `task-assistant serve` serves it."""
     app = create_app(limited_settings)
-    async with serving(app, **uvicorn_limits(limited_settings)) as url:
+    async with serving(app, **uvicorn_limits(limited_settings, in_process=True)) as url:
         host, port = url.removeprefix("http://").split(":")
         yield host, int(port)
 
@@ -251,3 +252,14 @@ async def test_ordinary_requests_are_unaffected(
     status, _, listed = await conn.response()
     assert status == 200 and len(orjson.loads(listed)["tasks"]) == 1
     conn.close()
+
+
+def test_serve_names_the_protocol_so_workers_can_load_it(limited_settings: Settings) -> None:
+    from uvicorn.importer import import_from_string
+
+    from backend.httpserver import LimitedHttpProtocol
+
+    limits = uvicorn_limits(limited_settings)
+    assert import_from_string(limits["http"]) is LimitedHttpProtocol
+    assert pickle.loads(pickle.dumps(limits)) == limits  # what --workers N sends each worker
+    assert limits["timeout_keep_alive"] == 0.5
