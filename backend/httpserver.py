@@ -3,8 +3,9 @@
 uvicorn (with httptools) buffers request heads of any size and waits for them forever: an idle
 socket, or one that sends a header a byte at a time (slowloris), stays open, and an 8 MB header
 is parsed. `LimitedHttpProtocol` closes a connection whose request head is not complete within
-REQUEST_READ_TIMEOUT_SECONDS (408, or silently if nothing was sent) and refuses a head over
-MAX_HEADER_BYTES (431). What follows the head (per-header limits, the body's size and deadline)
+REQUEST_READ_TIMEOUT_SECONDS (408, or silently if nothing was sent), or whose request body is
+still arriving that long after the answer was sent without reading it (a 401, say), and refuses
+a head over MAX_HEADER_BYTES (431). What follows the head (per-header limits, the body's size and deadline)
 is checked in `middleware.RequestContextMiddleware`, where the answer carries our headers.
 """
 
@@ -91,6 +92,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_head = True  # the head timer starts with the next request's first byte
+        self._disarm_head_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self._in_head and not self.transport.is_closing():
+            self._arm_head_timer()  # answered without reading the whole body: it gets a deadline
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
@@ -106,9 +113,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if not self._in_head or self.transport.is_closing():
+        if self.transport.is_closing():
             return
-        if self._head_bytes:
+        if self._in_head and self._head_bytes:
             self._refuse(
                 error_head(
                     408, "Request Timeout", "Request not received in time", "request_timeout"

@@ -165,6 +165,23 @@ async def test_slow_body_gets_408_and_the_connection_closes(
     assert await conn.closed_within(1)
 
 
+async def test_unread_body_trickling_after_the_answer_is_cut_off(server: tuple[str, int]) -> None:
+    # /mcp answers 401 without reading the body; the client keeps sending it a byte at a time
+    conn = await Conn.open(server)
+    await conn.send(_request("POST", "/mcp", "Content-Length: 100000") + b"{")
+    assert (await conn.response())[0] == 401
+
+    async def trickle() -> None:
+        for _ in range(50):
+            if not await conn.send(b" "):
+                return
+            await asyncio.sleep(0.2)
+
+    sender = asyncio.create_task(trickle())
+    assert await conn.closed_within(TIMEOUT + 1)
+    sender.cancel()
+
+
 @pytest.mark.parametrize(
     "header_block",
     [
