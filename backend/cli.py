@@ -75,14 +75,20 @@ def _serve(args: argparse.Namespace) -> None:
     exception, the embedded PostgreSQL is stopped, then the signal is re-raised as uvicorn meant.
     """
     import uvicorn
+    from pydantic import ValidationError
 
     from backend.embedded import EmbeddedDatabaseBusy, embedded_database_url, stop_embedded
+    from backend.httpserver import uvicorn_limits
     from backend.schema import SchemaBehind
 
     if args.migrate is not None:  # the environment carries it to the workers too
         os.environ["MIGRATE_ON_START"] = "true" if args.migrate else "false"
         get_settings.cache_clear()
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        problems = (str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        sys.exit("error: invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
     try:
         _check_port_free(args.host, args.port)
     except OSError as exc:
@@ -103,6 +109,7 @@ def _serve(args: argparse.Namespace) -> None:
             log_level=settings.log_level.lower(),
             access_log=False,  # our middleware logs each request with its id
             proxy_headers=True,
+            **uvicorn_limits(settings),
         )
     except (EmbeddedDatabaseBusy, SchemaBehind) as exc:
         sys.exit(f"error: {exc}")

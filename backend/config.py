@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
     jwks_cache_seconds: int = Field(default=3600, ge=1)
     jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
+    jwks_refetch_budget: int = Field(default=3, ge=1, le=100)
+    """Refetches of the key set that tokens with unknown kids may cause per cooldown."""
+    jwt_require_issuer_audience: bool = True
+    """With JWT_SECRET, refuse to start unless JWT_ISSUER and JWT_AUDIENCE are set (false: opt out)."""
+    max_token_lifetime_seconds: int = Field(default=86_400, ge=60)
+    """Tokens whose `exp` lies further ahead than this are refused."""
 
     # --- HTTP ---
     allowed_origins: str = ""
@@ -79,6 +85,15 @@ class Settings(BaseSettings):
     metrics_token: str | None = None
     """Set: `GET /metrics` needs `Authorization: Bearer <METRICS_TOKEN>`. Unset: open."""
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    max_header_bytes: int = Field(default=16_384, ge=1024)
+    """The whole request head (request line and headers); over it: 431."""
+    max_header_count: int = Field(default=100, ge=10)
+    max_header_field_bytes: int = Field(default=8192, ge=256)
+    """One header, name and value; over it: 431."""
+    request_read_timeout_seconds: float = Field(default=15.0, gt=0)
+    """Deadline for a request's head, and then for its body; over it: 408 and the connection closes."""
+    keep_alive_timeout_seconds: float = Field(default=5.0, gt=0)
+    """An idle keep-alive connection is closed after this."""
 
     # --- the model ---
     llm_base_url: str | None = None
@@ -113,8 +128,12 @@ class Settings(BaseSettings):
 
     # --- reliability ---
     rate_limit_requests: int = Field(default=20, ge=0)
-    """Chat turns per user per window; 0 disables rate limiting."""
+    """Chat turns per user per window (and the largest burst); 0: unlimited."""
     rate_limit_window_seconds: int = Field(default=60, ge=1)
+    write_rate_limit_requests: int = Field(default=120, ge=0)
+    """REST task writes and MCP tool calls per user per minute; 0: unlimited."""
+    read_rate_limit_requests: int = Field(default=600, ge=0)
+    """GET requests per user per minute; 0: unlimited."""
     redis_url: str | None = None
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     conversation_lock_seconds: float | None = None
@@ -146,6 +165,20 @@ class Settings(BaseSettings):
     @classmethod
     def _format(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _hs256_needs_issuer_audience(self) -> Settings:
+        if (
+            self.jwt_secret
+            and self.jwt_require_issuer_audience
+            and not (self.jwt_issuer and self.jwt_audience)
+        ):
+            raise ValueError(
+                "JWT_SECRET needs JWT_ISSUER and JWT_AUDIENCE (the `iss` and `aud` your HS256 "
+                "tokens carry), so a token minted for another service with the same secret is "
+                "refused; set JWT_REQUIRE_ISSUER_AUDIENCE=false to accept tokens without them"
+            )
+        return self
 
     @model_validator(mode="after")
     def _mcp_transport_needs_url(self) -> Settings:

@@ -191,7 +191,14 @@ async def _validation_error(_: Request, exc: Exception) -> FastJSONResponse:
     return error_response(422, {"detail": detail, "code": "invalid_input", "errors": errors})
 
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 401: "unauthorized"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+}
 
 
 async def _http_error(_: Request, exc: Exception) -> FastJSONResponse:
@@ -212,28 +219,30 @@ def is_connectivity_error(exc: BaseException) -> bool:
     return False
 
 
-async def _db_error(_: Request, exc: Exception) -> FastJSONResponse:
+async def unexpected_error_response(exc: Exception) -> FastJSONResponse:
+    """The answer to an exception nothing else handled: 503 if the database is unreachable, else
+    a logged 500. `RequestContextMiddleware` calls this, so the answer still gets our headers."""
     if is_connectivity_error(exc):
         log.warning("database unavailable: %s", type(exc).__name__)
         err: AppError = DatabaseUnavailable()
         return error_response(err.status, err.body(), {"Retry-After": "5"})
-    log.exception("database error")
+    log.exception("unhandled error", exc_info=exc)
     return error_response(500, {"detail": "Internal server error", "code": "internal_error"})
 
 
 async def _unexpected(_: Request, exc: Exception) -> FastJSONResponse:
-    if is_connectivity_error(exc):
-        return await _db_error(_, exc)
-    log.exception("unhandled error", exc_info=exc)
-    return error_response(500, {"detail": "Internal server error", "code": "internal_error"})
+    return await unexpected_error_response(exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(DBAPIError, _db_error)
-    app.add_exception_handler(PoolTimeoutError, _db_error)
+    # Database errors are answered inside the app, so CORS headers reach the client too.
+    app.add_exception_handler(DBAPIError, _unexpected)
+    app.add_exception_handler(PoolTimeoutError, _unexpected)
+    # Starlette answers this one outside every middleware; RequestContextMiddleware gets there
+    # first (so the 500 has our headers), this stays for an app mounted without it.
     app.add_exception_handler(Exception, _unexpected)
 
 

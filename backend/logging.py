@@ -3,17 +3,42 @@
 `LOG_FORMAT=text` (default) writes readable lines; `LOG_FORMAT=json` writes one JSON object per
 line (`time`, `level`, `logger`, `request_id`, `message`, plus `exception` when there is one) for
 log shippers.
+
+Log lines carry untrusted text (user ids from tokens, request paths, exception messages), so the
+formatter escapes every control character, line separator and lone surrogate in the message
+(`\\n`, `\\x00`, `\\u2028`, `\\udc80`): one event is always exactly one line, and nobody can forge
+another. Tracebacks keep their line breaks but every continuation line is indented, so none of
+them can pass for an event either.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import re
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
 import orjson
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape(text: str) -> str:
+    """`text` with control characters, line separators and lone surrogates spelled out."""
+    return _UNSAFE.sub(lambda m: _NAMED.get(m[0]) or f"\\u{ord(m[0]):04x}", text)
+
+
+class EscapingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        record = copy.copy(record)  # other handlers (pytest's, say) see the record unchanged
+        record.msg = escape(record.getMessage())
+        record.args = None
+        # Only a traceback or stack is left to span lines: indent it, and escape the rest.
+        return "\n    ".join(escape(line) for line in super().format(record).split("\n"))
 
 
 class _RequestIdFilter(logging.Filter):
@@ -44,7 +69,7 @@ def configure_logging(level: str, log_format: str = "text") -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter(
+            EscapingFormatter(
                 "%(asctime)s %(levelname)s [%(name)s] [req=%(request_id)s] %(message)s"
             )
         )

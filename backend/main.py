@@ -45,12 +45,7 @@ from backend.observability import endpoint as metrics_endpoint
 from backend.observability import metrics
 from backend.observability.metered_model import MeteredModel
 from backend.reliability.idempotency import IdempotencyStore, Recorded
-from backend.reliability.ratelimit import (
-    NoRateLimit,
-    PostgresRateLimiter,
-    RateLimiter,
-    RedisRateLimiter,
-)
+from backend.reliability.ratelimit import build_rate_limits
 from backend.schema import check_schema
 from backend.tasks.router import router as tasks_router
 from backend.web.router import build_router as build_web_router
@@ -74,6 +69,7 @@ def build_verifier(settings: Settings, http: aiohttp.ClientSession) -> TokenVeri
             http,
             cache_seconds=settings.jwks_cache_seconds,
             cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
+            refetch_budget=settings.jwks_refetch_budget,
         )
         log.info("verifying Better Auth tokens against %s", settings.jwks_url)
     else:
@@ -87,25 +83,7 @@ def build_verifier(settings: Settings, http: aiohttp.ClientSession) -> TokenVeri
         audience=settings.expected_audience,
         leeway=settings.jwt_leeway_seconds,
         unknown_key_detail=UNKNOWN_KEY_DETAIL if settings.dev_auth else "Invalid token",
-    )
-
-
-async def build_rate_limiter(
-    settings: Settings, engine: AsyncEngine, stack: AsyncExitStack
-) -> RateLimiter:
-    if settings.rate_limit_requests <= 0:
-        return NoRateLimit()
-    if settings.redis_url:
-        import redis.asyncio as redis
-
-        client = redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-        stack.push_async_callback(client.aclose)
-        log.info("rate limits kept in Redis")
-        return RedisRateLimiter(
-            client, settings.rate_limit_requests, settings.rate_limit_window_seconds
-        )
-    return PostgresRateLimiter(
-        engine, settings.rate_limit_requests, settings.rate_limit_window_seconds
+        max_lifetime=settings.max_token_lifetime_seconds,
     )
 
 
@@ -200,7 +178,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             app.state.chatkit = TaskChatKitServer(PostgresStore(autocommit_engine))
             app.state.mcp = build_mcp_server(app)
             await stack.enter_async_context(run_in_own_task(app.state.mcp.session_manager.run()))
-            app.state.rate_limiter = await build_rate_limiter(settings, autocommit_engine, stack)
+            app.state.rate_limits = await build_rate_limits(settings, autocommit_engine, stack)
             app.state.idempotency = IdempotencyStore(
                 autocommit_engine,
                 ttl_seconds=settings.idempotency_ttl_seconds,
@@ -279,7 +257,13 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             ],
             max_age=600,
         )
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        read_timeout_seconds=settings.request_read_timeout_seconds,
+        max_header_count=settings.max_header_count,
+        max_header_field_bytes=settings.max_header_field_bytes,
+    )
     return app
 
 

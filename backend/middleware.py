@@ -1,12 +1,23 @@
-"""One pure-ASGI middleware for every request: request id, access log, request metrics, body
-limit, security headers.
+"""One pure-ASGI middleware for every request: request id, access log, request metrics, request
+limits, security headers.
 
 Pure ASGI (not BaseHTTPMiddleware) so streaming responses pass through untouched and the
-per-request overhead stays small.
+per-request overhead stays small. It is the outermost layer of the app, so every response,
+including the 500 for an unexpected exception (rendered here, not by Starlette's
+ServerErrorMiddleware, which sits outside and would skip our headers), carries `X-Request-ID`
+and the security headers.
+
+Request limits checked here (the request head's deadline and total size are enforced below the
+app, in `httpserver`): at most MAX_HEADER_COUNT headers and MAX_HEADER_FIELD_BYTES per header
+(431), a body of at most MAX_BODY_BYTES whether declared or chunked (413), and a body that
+arrives within REQUEST_READ_TIMEOUT_SECONDS (408). The body errors are Starlette
+HTTPExceptions so FastAPI passes them through its body parsing instead of answering 400.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import re
 import time
@@ -14,15 +25,18 @@ import uuid
 from typing import Any
 
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.errors import unexpected_error_response
 from backend.logging import request_id_var
 from backend.observability import metrics
 
 log = logging.getLogger("backend.access")
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_SECURITY_HEADERS = [
+_PLAIN_LOG_VALUE = re.compile(r"^[A-Za-z0-9._~/%@:+,=-]+$")
+SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
@@ -53,16 +67,34 @@ _DOCS_HEADERS = [
     ),
 ]
 _DOCS_PREFIXES = ("/docs", "/redoc")
+_CLOSE = {"Connection": "close"}  # the rest of the body is never read: end the connection
 
 
-class _BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    def __init__(self) -> None:
+        super().__init__(413, "Request body too large", headers=_CLOSE)
+
+
+class BodyTimeout(HTTPException):
+    def __init__(self) -> None:
+        super().__init__(408, "Request body not received in time", headers=_CLOSE)
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        read_timeout_seconds: float = 15.0,
+        max_header_count: int = 100,
+        max_header_field_bytes: int = 8192,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.read_timeout = read_timeout_seconds
+        self.max_header_count = max_header_count
+        self.max_header_field_bytes = max_header_field_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,30 +107,43 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         path: str = scope.get("path", "")
         if _is_docs(path):
-            extra_headers = _SECURITY_HEADERS + _DOCS_HEADERS
+            extra_headers = SECURITY_HEADERS + _DOCS_HEADERS
         elif path == "/" or path.startswith("/static/"):
-            extra_headers = _SECURITY_HEADERS + _PAGE_HEADERS
+            extra_headers = SECURITY_HEADERS + _PAGE_HEADERS
         else:
-            extra_headers = _SECURITY_HEADERS + _API_HEADERS
+            extra_headers = SECURITY_HEADERS + _API_HEADERS
         status_holder = [0]
-        limit = self.max_body_bytes
 
-        declared = _header(scope, b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await _send_error(send, 413 if declared.isdigit() else 400, request_id, extra_headers)
-            self._log(scope, 413, started)
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            status, detail, code = refusal
+            await _send_error(send, status, detail, code, request_id, extra_headers)
+            self._log(scope, status, started)
             request_id_var.reset(token)
             return
 
+        limit = self.max_body_bytes
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.read_timeout
         received = 0
+        body_done = False
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+        async def guarded_receive() -> Message:
+            nonlocal received, body_done
+            if body_done:  # afterwards the app only waits for http.disconnect: no deadline
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _BodyTooLarge
+                    raise BodyTooLarge()
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         response_started = False
@@ -116,14 +161,36 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, send_with_headers)
-        except _BodyTooLarge:
+            await self.app(scope, guarded_receive, send_with_headers)
+        except (BodyTooLarge, BodyTimeout) as exc:  # from routes that read the body themselves
             if not response_started:
-                await _send_error(send, 413, request_id, extra_headers)
-            status_holder[0] = 413
+                code = "payload_too_large" if exc.status_code == 413 else "request_timeout"
+                await _send_error(
+                    send, exc.status_code, exc.detail, code, request_id, extra_headers
+                )
+            status_holder[0] = exc.status_code
+        except Exception as exc:
+            if response_started:
+                raise  # mid-stream: nothing left to answer with; the server closes the connection
+            response = await unexpected_error_response(exc)
+            await response(scope, guarded_receive, send_with_headers)
         finally:
             self._log(scope, status_holder[0], started)
             request_id_var.reset(token)
+
+    def _refusal(self, scope: Scope) -> tuple[int, str, str] | None:
+        """Why the request is refused before the app sees it: (status, detail, code), or None."""
+        headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+        if len(headers) > self.max_header_count:
+            return 431, "Too many request headers", "headers_too_large"
+        if any(len(k) + len(v) > self.max_header_field_bytes for k, v in headers):
+            return 431, "A request header is too large", "headers_too_large"
+        declared = _header(scope, b"content-length")
+        if declared is not None and not declared.isdigit():
+            return 400, "Invalid Content-Length", "bad_request"
+        if declared is not None and int(declared) > self.max_body_bytes:
+            return 413, "Request body too large", "payload_too_large"
+        return None
 
     @staticmethod
     def _log(scope: Scope, status: int, started: float) -> None:
@@ -138,11 +205,19 @@ class RequestContextMiddleware:
         log.info(
             "%s %s %s %.1fms user=%s",
             scope.get("method"),
-            scope.get("path"),
+            _log_value(scope.get("path", "")),
             status,
             elapsed * 1000,
-            state.get("user_id", "-"),
+            _log_value(state.get("user_id", "-")),
         )
+
+
+def _log_value(value: str) -> str:
+    """A field of the access log: as is when plain, else JSON-quoted, so a user id or path with
+    spaces cannot fake another field (the formatter escapes control characters in any case)."""
+    if _PLAIN_LOG_VALUE.match(value):
+        return value
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _is_docs(path: str) -> bool:
@@ -157,10 +232,13 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 async def _send_error(
-    send: Send, status: int, request_id: str, extra: list[tuple[bytes, bytes]]
+    send: Send,
+    status: int,
+    detail: str,
+    code: str,
+    request_id: str,
+    extra: list[tuple[bytes, bytes]],
 ) -> None:
-    detail = "Request body too large" if status == 413 else "Invalid Content-Length"
-    code = "payload_too_large" if status == 413 else "bad_request"
     body = orjson.dumps({"detail": detail, "code": code})
     headers = [
         (b"content-type", b"application/json"),

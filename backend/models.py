@@ -2,7 +2,7 @@
 
 from backend.chat.models import Conversation, Message
 from backend.db import metadata
-from backend.reliability.models import IdempotencyKey, RateLimitWindow
+from backend.reliability.models import IdempotencyKey, RateLimitState
 from backend.tasks.models import Task
 
-__all__ = ["Conversation", "IdempotencyKey", "Message", "RateLimitWindow", "Task", "metadata"]
+__all__ = ["Conversation", "IdempotencyKey", "Message", "RateLimitState", "Task", "metadata"]

@@ -121,8 +121,11 @@ def bob(auth_for: Callable[[str], dict[str, str]]) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[str]:
-    """Serve `app` with uvicorn on a free 127.0.0.1 port (real HTTP); yield its base URL."""
+async def serving(app: FastAPI, **config: Any) -> AsyncIterator[str]:
+    """Serve `app` with uvicorn on a free 127.0.0.1 port (real HTTP); yield its base URL.
+
+    `config`: more uvicorn.Config arguments (`httpserver.uvicorn_limits(settings)`, say).
+    """
     import asyncio
     import socket
 
@@ -131,7 +134,7 @@ async def serving(app: FastAPI) -> AsyncIterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **config))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():

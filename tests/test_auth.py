@@ -103,6 +103,8 @@ def auth_settings(database_url: str, data_dir: Path, better_auth: FakeBetterAuth
         better_auth_url=AUTH_URL + "/",
         better_auth_jwks_url=better_auth.jwks_url,
         jwt_secret=SECRET,
+        jwt_issuer=AUTH_URL,
+        jwt_audience=AUTH_URL,
         jwks_refetch_cooldown_seconds=60,
     )
 
@@ -285,7 +287,7 @@ async def test_missing_or_empty_credentials(
     assert "www-authenticate" in r.headers
 
 
-async def test_unknown_kid_refetches_once_per_cooldown(
+async def test_unknown_kids_refetch_within_a_budget_per_cooldown(
     auth_client: httpx.AsyncClient, better_auth: FakeBetterAuth
 ) -> None:
     assert (await _status(auth_client, better_auth.sign()))[0] == 200
@@ -294,11 +296,14 @@ async def test_unknown_kid_refetches_once_per_cooldown(
     better_auth.add("ed-2", ed25519.Ed25519PrivateKey.generate(), "EdDSA")
     assert (await _status(auth_client, better_auth.sign("ed-2")))[0] == 200
     assert better_auth.fetches == 2
-    # Junk kids inside the cooldown answer 401 without reaching the auth server again.
+    # Two more new kids fit the budget of 3 per cooldown; after that, new kids answer 401
+    # without reaching the auth server again.
+    statuses = []
     for i in range(20):
-        better_auth.add(f"junk-{i}", ed25519.Ed25519PrivateKey.generate(), "EdDSA")
-        assert (await _status(auth_client, better_auth.sign(f"junk-{i}")))[0] == 401
-    assert better_auth.fetches == 2
+        better_auth.add(f"new-{i}", ed25519.Ed25519PrivateKey.generate(), "EdDSA")
+        statuses.append((await _status(auth_client, better_auth.sign(f"new-{i}")))[0])
+    assert statuses == [200, 200] + [401] * 18
+    assert better_auth.fetches == 4
 
 
 async def test_auth_server_down_without_cached_keys_is_503(

@@ -56,7 +56,7 @@ async def test_rate_limit_per_user(
         assert 1 <= int(r.headers["retry-after"]) <= 3600
         r = await client.post("/api/chat", json={"message": "hi", "stream": True}, headers=a)
         assert r.status_code == 429
-        # another user is unaffected; task endpoints are not rate limited
+        # another user is unaffected; reads have their own budget
         assert (
             await client.post("/api/chat", json={"message": "hi"}, headers=b)
         ).status_code == 200

@@ -2,10 +2,17 @@
 
 Algorithm confusion is impossible by construction: HS256 is verified only with JWT_SECRET,
 asymmetric algorithms only with a JWKS key whose type matches the algorithm, `none` never.
+
+Claims we require beyond the signature: `sub` is 1-255 printable characters (no control
+characters, no lone surrogates: it becomes a database key and appears in logs); `exp`, `iat` and
+`nbf` are JSON numbers (not numeric strings), and `exp` is at most `max_lifetime` seconds ahead;
+`iss` and `aud` match the configured values whenever those are set.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +58,7 @@ class TokenVerifier:
         audience: str | None,
         leeway: int = 30,
         unknown_key_detail: str = "Invalid token",
+        max_lifetime: int = 86_400,
     ) -> None:
         self._jwks = jwks
         self._secret = secret
@@ -59,6 +67,7 @@ class TokenVerifier:
         self._leeway = leeway
         self._unknown_key_detail = unknown_key_detail
         """The 401 detail for a token whose `kid` no key has (development auth explains it)."""
+        self._max_lifetime = max_lifetime
         self._key_objects: dict[tuple[str, str, str], Any] = {}
 
     async def verify(self, token: str) -> User:
@@ -92,10 +101,20 @@ class TokenVerifier:
             raise Unauthorized("Token not yet valid") from None
         except jwt.PyJWTError:
             raise Unauthorized("Invalid token") from None
+        return User(id=self._check_claims(claims), claims=claims, token=token)
+
+    def _check_claims(self, claims: dict[str, Any]) -> str:
+        """The user id, once the claims PyJWT does not check strictly enough are sound."""
+        for name in ("exp", "iat", "nbf"):
+            value = claims.get(name)
+            if name in claims and not _is_number(value):
+                raise Unauthorized("Invalid token")
+        if claims["exp"] > time.time() + self._max_lifetime + self._leeway:
+            raise Unauthorized("Token lifetime too long")
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub.strip() or len(sub) > 255:
+        if not isinstance(sub, str) or not valid_user_id(sub):
             raise Unauthorized("Invalid token")
-        return User(id=sub, claims=claims, token=token)
+        return sub
 
     async def _asymmetric_key(self, alg: str, kid: Any) -> Any:
         assert self._jwks is not None
@@ -121,3 +140,17 @@ class TokenVerifier:
                 raise Unauthorized("Invalid token") from None
             self._key_objects[cache_key] = key
         return key
+
+
+def valid_user_id(sub: str) -> bool:
+    """1-255 printable characters, not only spaces.
+
+    `str.isprintable()` is False for control characters (NUL, newline, DEL, C1), line and
+    paragraph separators, and lone surrogates, which PostgreSQL cannot store anyway.
+    """
+    return 0 < len(sub) <= 255 and sub.isprintable() and not sub.isspace()
+
+
+def _is_number(value: Any) -> bool:
+    # Not bool (a subclass of int) and not str; huge ints are fine (the lifetime check refuses them).
+    return type(value) is int or (type(value) is float and math.isfinite(value))

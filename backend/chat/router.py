@@ -27,8 +27,10 @@ from backend.chat.turn import ChatRuntime
 from backend.errors import Forbidden, error_responses
 from backend.reliability.deps import (
     RateLimitedUser,
-    chat_rate_limit,
     claim_idempotency_key,
+    counted_chat_turn,
+    limit_reads,
+    limit_writes,
     replay_response,
 )
 from backend.reliability.idempotency import Replay
@@ -124,7 +126,7 @@ async def chat_for_user(
     """The same as `POST /api/chat`, for frontends that put the user id in the path."""
     if user_id != user.id:
         raise Forbidden("The user in the path is not the token's user")
-    return await chat(body, await chat_rate_limit(request, user), request)
+    return await chat(body, await counted_chat_turn(request, user, body), request)
 
 
 @router.get(
@@ -139,6 +141,7 @@ async def list_conversations(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: uuid.UUID | None = None,
 ) -> ConversationList:
+    await limit_reads(request, user)
     rows, next_cursor = await service.list_conversations(
         _runtime(request).autocommit_engine, user.id, limit=limit, after=after
     )
@@ -160,6 +163,7 @@ async def get_conversation(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
 ) -> ConversationDetail:
+    await limit_reads(request, user)
     runtime = _runtime(request)
     conversation, messages, next_cursor = await service.get_conversation(
         runtime.autocommit_engine,
@@ -185,6 +189,7 @@ async def get_conversation(
 async def rename_conversation(
     conversation_id: uuid.UUID, body: ConversationUpdate, user: CurrentUser, request: Request
 ) -> ConversationSummary:
+    await limit_writes(request, user)
     conversation = await service.rename_conversation(
         _runtime(request).autocommit_engine, user.id, conversation_id, body.title
     )
@@ -200,5 +205,6 @@ async def rename_conversation(
 async def delete_conversation(
     conversation_id: uuid.UUID, user: CurrentUser, request: Request
 ) -> Response:
+    await limit_writes(request, user)
     await service.delete_conversation(_runtime(request).autocommit_engine, user.id, conversation_id)
     return Response(status_code=204)

@@ -45,7 +45,7 @@ from backend.chatkit.limits import check_request
 from backend.chatkit.server import TaskChatKitServer, start_turn
 from backend.chatkit.store import AttachmentsNotSupported
 from backend.errors import BadRequest, NotFound, error_responses
-from backend.reliability.ratelimit import RateLimiter
+from backend.reliability.deps import chat_rate_limit
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,7 @@ async def chatkit(request: Request, user: CurrentUser) -> Response:
     check_request(req, runtime.settings.max_message_chars)
     try:
         if isinstance(req, _TURNS):
-            limiter: RateLimiter = request.app.state.rate_limiter
-            await limiter.hit(user.id)
+            await chat_rate_limit(request, user)
             stream = await start_turn(runtime, server.store, req, user)  # type: ignore[arg-type]
             return StreamingResponse(
                 stream,

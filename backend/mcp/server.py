@@ -17,10 +17,12 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent
+from starlette.requests import Request
 
 from backend.agent.tools import TOOL_SPECS, cap_output
 from backend.errors import AppError
 from backend.mcp.auth import McpContext, caller
+from backend.reliability.deps import limit_writes
 from backend.tasks import actions
 
 # Argument values are typed `Any` on purpose: the task service checks them (titles, ids, status)
@@ -53,23 +55,24 @@ async def delete_task(ctx: McpContext, task_id: Any) -> CallToolResult:
 async def _run(ctx: McpContext, name: str, **arguments: Any) -> CallToolResult:
     try:
         user = caller(ctx)
+        await limit_writes(_request(ctx), user)
         result = await actions.run_in_transaction(_sessions(ctx), name, user.id, arguments)
     except AppError as exc:
         # Returned, not raised: the SDK would prefix "Error executing tool <name>: ".
         return CallToolResult(content=[TextContent(type="text", text=exc.detail)], is_error=True)
-    result = cap_output(result, _app(ctx).state.settings.max_tool_output_chars)
+    result = cap_output(result, _request(ctx).app.state.settings.max_tool_output_chars)
     text = orjson.dumps(result).decode()
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=result)
 
 
-def _app(ctx: McpContext) -> Any:
+def _request(ctx: McpContext) -> Request:
     request = ctx.request_context.request
     assert request is not None  # caller() has checked it
-    return request.app
+    return request
 
 
 def _sessions(ctx: McpContext) -> actions.Sessions:
-    sessions: actions.Sessions = _app(ctx).state.sessions
+    sessions: actions.Sessions = _request(ctx).app.state.sessions
     return sessions
 
 

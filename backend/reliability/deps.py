@@ -1,4 +1,10 @@
-"""FastAPI glue: the chat rate-limit dependency and the Idempotency-Key helper for routes."""
+"""FastAPI glue: the rate-limit calls and the Idempotency-Key helper for routes.
+
+Rate limits are spent only by requests that will do work: after authentication and after
+FastAPI has validated the request. A dependency runs before the endpoint's own parameters are
+validated, so routes call `limit_reads` / `limit_writes` as their first statement instead, and
+the chat dependency declares the chat body itself (FastAPI then validates it first).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ from fastapi import Depends, Request
 from pydantic import BaseModel
 
 from backend.auth import CurrentUser, User
+from backend.chat.schemas import ChatRequest
+from backend.config import Settings
 from backend.reliability.idempotency import (
     HEADER,
     IdempotencyClaim,
@@ -17,18 +25,45 @@ from backend.reliability.idempotency import (
     Replay,
     request_hash,
 )
-from backend.reliability.ratelimit import RateLimiter
+from backend.reliability.ratelimit import RateLimits
 from backend.responses import FastJSONResponse
+from backend.textrules import clean_text
 
 
-async def chat_rate_limit(request: Request, user: CurrentUser) -> User:
+def _limits(request: Request) -> RateLimits:
+    limits: RateLimits = request.app.state.rate_limits
+    return limits
+
+
+async def chat_rate_limit(request: Request, user: User) -> User:
     """Count one chat turn against the caller's limit (429 with Retry-After when over)."""
-    limiter: RateLimiter = request.app.state.rate_limiter
-    await limiter.hit(user.id)
+    await _limits(request).chat.hit(user.id)
     return user
 
 
-RateLimitedUser = Annotated[User, Depends(chat_rate_limit)]
+async def limit_writes(request: Request, user: User) -> None:
+    """Count one write (REST task change or MCP tool call); 429 with Retry-After when over."""
+    await _limits(request).write.hit(user.id)
+
+
+async def limit_reads(request: Request, user: User) -> None:
+    """Count one read (a GET); 429 with Retry-After when over."""
+    await _limits(request).read.hit(user.id)
+
+
+async def counted_chat_turn(request: Request, user: CurrentUser, body: ChatRequest) -> User:
+    """Check the turn's message (422), then count the turn: invalid turns never spend the budget.
+
+    As a dependency, `body` has the name and type of the chat route's body, so FastAPI shares
+    one body field and validates it before calling this.
+    """
+    settings: Settings = request.app.state.settings
+    clean_text("message", body.message, settings.max_message_chars)
+    return await chat_rate_limit(request, user)
+
+
+RateLimitedUser = Annotated[User, Depends(counted_chat_turn)]
+"""The caller of a chat turn, counted once the turn's body is valid."""
 
 
 def replay_response(replay: Replay) -> FastJSONResponse:

@@ -11,14 +11,16 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 
-class RateLimitWindow(SQLModel, table=True):
-    """One row per user: the current fixed window and how many requests it has seen."""
+class RateLimitState(SQLModel, table=True):
+    """One row per user and budget: GCRA's theoretical arrival time (see reliability.ratelimit)."""
 
     __tablename__ = "rate_limits"
 
     user_id: str = Field(sa_column=Column(String(255), primary_key=True))
-    window_start: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-    count: int = Field(sa_column=Column(Integer, nullable=False))
+    budget: str = Field(sa_column=Column(String(16), primary_key=True))
+    """`chat`, `write` or `read`."""
+    tat: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    """The budget is spent until `tat - window`; a request fits when `tat + interval <= now + window`."""
 
 
 class IdempotencyKey(SQLModel, table=True):

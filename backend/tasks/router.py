@@ -10,12 +10,12 @@ from backend.apidocs import IDEMPOTENCY_KEY
 from backend.auth import CurrentUser
 from backend.db import SessionDep
 from backend.errors import error_responses
-from backend.reliability.deps import idempotent
+from backend.reliability.deps import idempotent, limit_reads, limit_writes
 from backend.tasks import service
 from backend.tasks.schemas import TaskCreate, TaskList, TaskRead, TaskStatus, TaskUpdate
 
 router = APIRouter(
-    prefix="/api/tasks", tags=["tasks"], responses=error_responses(400, 401, 422, 503)
+    prefix="/api/tasks", tags=["tasks"], responses=error_responses(400, 401, 422, 429, 503)
 )
 
 
@@ -23,11 +23,13 @@ router = APIRouter(
 async def list_tasks(
     user: CurrentUser,
     session: SessionDep,
+    request: Request,
     status: TaskStatus = TaskStatus.all,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[int | None, Query(ge=0, le=service.MAX_TASK_ID)] = None,
 ) -> TaskList:
     """Oldest first, one page at a time: pass `next_cursor` back as `after` for the next page."""
+    await limit_reads(request, user)
     tasks, next_cursor = await service.list_tasks(
         session, user.id, status, limit=limit, after=after
     )
@@ -47,6 +49,7 @@ async def create_task(body: TaskCreate, user: CurrentUser, request: Request) -> 
 
     A user holds at most MAX_TASKS_PER_USER tasks: one more answers 409 `task_limit_reached`.
     """
+    await limit_writes(request, user)
 
     async def create() -> TaskRead:
         # Its own transaction, committed before the idempotency record stores the answer.
@@ -58,14 +61,18 @@ async def create_task(body: TaskCreate, user: CurrentUser, request: Request) -> 
 
 
 @router.get("/{task_id}", response_model=TaskRead, responses=error_responses(404))
-async def get_task(task_id: int, user: CurrentUser, session: SessionDep) -> TaskRead:
+async def get_task(
+    task_id: int, user: CurrentUser, session: SessionDep, request: Request
+) -> TaskRead:
+    await limit_reads(request, user)
     return TaskRead.model_validate(await service.get_task(session, user.id, task_id))
 
 
 @router.patch("/{task_id}", response_model=TaskRead, responses=error_responses(404, 413))
 async def update_task(
-    task_id: int, body: TaskUpdate, user: CurrentUser, session: SessionDep
+    task_id: int, body: TaskUpdate, user: CurrentUser, session: SessionDep, request: Request
 ) -> TaskRead:
+    await limit_writes(request, user)
     task = await service.update_task(
         session, user.id, task_id, **body.model_dump(exclude_unset=True)
     )
@@ -73,6 +80,9 @@ async def update_task(
 
 
 @router.delete("/{task_id}", status_code=204, responses=error_responses(404))
-async def delete_task(task_id: int, user: CurrentUser, session: SessionDep) -> Response:
+async def delete_task(
+    task_id: int, user: CurrentUser, session: SessionDep, request: Request
+) -> Response:
+    await limit_writes(request, user)
     await service.delete_task(session, user.id, task_id)
     return Response(status_code=204)
