@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from html.parser import HTMLParser
 from typing import Any
@@ -15,8 +16,14 @@ from backend.auth.deps import current_user
 from backend.config import Settings
 from backend.db import get_session
 from backend.main import create_app
-from backend.reliability.deps import chat_rate_limit
+from backend.reliability.deps import (
+    chat_rate_limit,
+    counted_chat_turn,
+    limit_reads,
+    limit_writes,
+)
 
+RATE_LIMITERS = {chat_rate_limit, counted_chat_turn, limit_reads, limit_writes}
 # Limited or database-bound inside the handler rather than through a dependency.
 RATE_LIMITED_IN_HANDLER = {("POST", "/api/chatkit"), ("POST", "/api/{user_id}/chat")}
 DATABASE_IN_HANDLER = {
@@ -44,13 +51,16 @@ def _calls(dependant: Any) -> set[Any]:
 
 
 def _facts(app: FastAPI) -> dict[tuple[str, str], set[Any]]:
-    """(method, path) -> every dependency callable the route resolves."""
+    """(method, path) -> every dependency callable the route resolves, plus the budget
+    functions its handler calls itself (`limit_reads`, `limit_writes`)."""
     facts = {}
     for context in iter_route_contexts(app.routes):
         route = context.original_route
         if isinstance(route, APIRoute) and route.include_in_schema:
+            source = inspect.getsource(route.endpoint)
+            called = {f for f in (limit_reads, limit_writes) if f"{f.__name__}(" in source}
             for method in route.methods:
-                facts[(method, context.path or route.path)] = _calls(route.dependant)
+                facts[(method, context.path or route.path)] = _calls(route.dependant) | called
     return facts
 
 
@@ -80,7 +90,7 @@ def test_every_route_declares_its_real_statuses(offline_app: FastAPI) -> None:
             "401": secured,
             "422": takes_input and key not in NO_422,
             "413": "requestBody" in op,
-            "429": chat_rate_limit in deps or key in RATE_LIMITED_IN_HANDLER,
+            "429": bool(deps & RATE_LIMITERS) or key in RATE_LIMITED_IN_HANDLER,
             # Every authenticated route can meet an unreachable JWKS, hence 503 too.
             "503": secured or get_session in deps or key in DATABASE_IN_HANDLER,
         }

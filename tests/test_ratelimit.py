@@ -35,7 +35,7 @@ async def make_limiter(
 ) -> AsyncIterator[Callable[[Budget], RateLimiter]]:
     """A factory of limiters on one backend (Redis is required: CI and this machine run it)."""
     if request.param == "postgres":
-        engine = create_async_engine(database_url)
+        engine = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
         yield lambda budget: PostgresRateLimiter(engine, budget)
         await engine.dispose()
         return
@@ -124,7 +124,7 @@ async def test_postgres_and_redis_agree(database_url: str) -> None:
         pytest.fail("no Redis on 127.0.0.1:6379")
     import redis.asyncio as redis
 
-    engine = create_async_engine(database_url)
+    engine = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
     client = redis.from_url(REDIS_URL)
     budget = Budget("chat", 4, 2.0, "messages")  # one request every 0.5 s, bursts of 4
     script = [(0.0, 6), (0.6, 2), (1.1, 3), (2.2, 6)]

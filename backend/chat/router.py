@@ -133,7 +133,7 @@ async def chat_for_user(
     "/conversations",
     response_model=ConversationList,
     tags=["conversations"],
-    responses=error_responses(404),
+    responses=error_responses(404, 429),
 )
 async def list_conversations(
     user: CurrentUser,
@@ -154,7 +154,7 @@ async def list_conversations(
     "/conversations/{conversation_id}",
     response_model=ConversationDetail,
     tags=["conversations"],
-    responses=error_responses(404),
+    responses=error_responses(404, 429),
 )
 async def get_conversation(
     conversation_id: uuid.UUID,
@@ -184,7 +184,7 @@ async def get_conversation(
     "/conversations/{conversation_id}",
     response_model=ConversationSummary,
     tags=["conversations"],
-    responses=error_responses(404, 413),
+    responses=error_responses(404, 413, 429),
 )
 async def rename_conversation(
     conversation_id: uuid.UUID, body: ConversationUpdate, user: CurrentUser, request: Request
@@ -200,7 +200,7 @@ async def rename_conversation(
     "/conversations/{conversation_id}",
     status_code=204,
     tags=["conversations"],
-    responses=error_responses(404),
+    responses=error_responses(404, 429),
 )
 async def delete_conversation(
     conversation_id: uuid.UUID, user: CurrentUser, request: Request

@@ -92,8 +92,8 @@ _PG_HIT = text(
 
 
 class PostgresRateLimiter:
-    def __init__(self, engine: AsyncEngine, budget: Budget) -> None:
-        self.engine = engine
+    def __init__(self, autocommit_engine: AsyncEngine, budget: Budget) -> None:
+        self.engine = autocommit_engine  # one statement per hit: it commits on its own
         self.budget = budget
 
     async def hit(self, user_id: str) -> None:
