@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlmodel import SQLModel
 
 from backend.config import Settings
+from backend.deps import app_state
 from backend.embedded import embedded_database_url, stop_embedded
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def session_factory(
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request; the dependency owns the transaction (commit on success)."""
-    factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    factory: async_sessionmaker[AsyncSession] = app_state(request).sessions
     async with factory() as session:
         try:
             yield session

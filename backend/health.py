@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from sqlalchemy import text
 
+from backend.deps import app_state
 from backend.responses import FastJSONResponse
 
 router = APIRouter(tags=["health"])
@@ -39,7 +40,7 @@ async def health() -> dict[str, str]:
     responses={503: {"model": Readiness, "description": "Not ready: `reason` says why"}},
 )
 async def ready(request: Request) -> FastJSONResponse:
-    state = request.app.state
+    state = app_state(request)
     body: dict[str, Any] = {"model": state.settings.model_name, "database": "ok"}
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from backend.auth.devkeys import load_or_create_dev_key, mint_token
 from backend.config import Settings, normalize_database_url
+from backend.deps import STATE_KEY, AppState
 from backend.main import create_app
 from tests.db import create_database, drop_database, server_url
 
@@ -74,13 +75,31 @@ async def _clean_tables(database_url: str) -> AsyncIterator[None]:
     await engine.dispose()
 
 
+LIVE_STATES: dict[FastAPI, AppState] = {}
+"""The state of every app running under `running_app` (tests reach the runtime through it)."""
+
+
 @contextlib.asynccontextmanager
 async def running_app(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """Run `app`'s lifespan and yield a client that talks to it in-process."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client
+    """Run `app`'s lifespan and yield a client that talks to it in-process.
+
+    Like an ASGI server, it gives every request its own copy of the lifespan's state.
+    """
+    async with app.router.lifespan_context(app) as lifespan_state:
+        state: dict[str, Any] = dict(lifespan_state or {})
+
+        async def with_state(scope: Any, receive: Any, send: Any) -> None:
+            await app({**scope, "state": dict(state)}, receive, send)
+
+        LIVE_STATES[app] = state[STATE_KEY]
+        transport = httpx.ASGITransport(app=with_state)
+        try:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://testserver"
+            ) as client:
+                yield client
+        finally:
+            LIVE_STATES.pop(app, None)
 
 
 @pytest.fixture
@@ -140,9 +159,11 @@ async def serving(app: FastAPI, **config: Any) -> AsyncIterator[str]:
         if task.done():
             task.result()
         await asyncio.sleep(0.01)
+    LIVE_STATES[app] = server.lifespan.state[STATE_KEY]  # type: ignore[index]
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await task
         sock.close()
+        LIVE_STATES.pop(app, None)

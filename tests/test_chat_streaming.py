@@ -12,7 +12,7 @@ from agents.testing import ScriptedModel, assistant_message, function_call
 
 from backend.config import Settings
 from backend.main import create_app
-from tests.conftest import running_app, serving
+from tests.conftest import LIVE_STATES, running_app, serving
 
 
 def _events(body: str) -> list[dict[str, Any]]:
@@ -135,7 +135,7 @@ async def test_client_disconnect_mid_stream_still_stores_the_whole_turn(
         # the client is gone; now the model answers
         model.gate.set()
         for _ in range(200):
-            if not app.state.chat.background:
+            if not LIVE_STATES[app].chat.background:
                 break
             await asyncio.sleep(0.05)
         conv = (

@@ -42,7 +42,7 @@ from pydantic import BaseModel, TypeAdapter
 from backend.config import Settings
 from backend.main import create_app
 from bench.stub_llm import StubLLM
-from tests.conftest import make_settings, running_app, serving
+from tests.conftest import LIVE_STATES, make_settings, running_app, serving
 
 EVENTS = TypeAdapter[Any](ThreadStreamEvent)
 ITEMS = TypeAdapter[Any](Page[ThreadItem])
@@ -553,7 +553,7 @@ class GatedModel(ScriptedModel):
 
 async def wait_idle(app: Any) -> None:
     for _ in range(200):
-        if not app.state.chat.background:
+        if not LIVE_STATES[app].chat.background:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("the turn did not finish")

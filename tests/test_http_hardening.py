@@ -14,6 +14,7 @@ import pytest
 from fastapi import Request
 from sqlalchemy import text
 
+from backend.deps import app_state
 from backend.main import create_app
 from tests.conftest import make_settings, running_app
 
@@ -187,7 +188,7 @@ async def test_database_error_logs_no_parameters_and_500_has_our_headers(
     app = create_app(make_settings(database_url, data_dir))
 
     async def broken_query(request: Request) -> None:
-        async with request.app.state.engine.connect() as conn:
+        async with app_state(request).engine.connect() as conn:
             await conn.execute(text("SELECT CAST(:title AS text), 1 / 0"), {"title": secret})
 
     app.add_api_route("/broken-query", broken_query)

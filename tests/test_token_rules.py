@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import jwt
 import pytest
@@ -188,10 +189,26 @@ async def test_hs256_opt_out_accepts_tokens_without_iss_and_aud(
 # --- unknown kids: a refetch budget instead of one global slot ---
 
 
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBetterAuth]:
+    """A Better Auth JWKS served over real HTTP; verifiers fetch it with aiohttp."""
+    server = FakeBetterAuth()
+    await server.start()
+    yield server
+    await server.stop()
+    for http in _SESSIONS:
+        await http.close()
+    _SESSIONS.clear()
+
+
+_SESSIONS: list[aiohttp.ClientSession] = []
+
+
 def _verifier(fake: FakeBetterAuth, *, cooldown: float, budget: int = 3) -> TokenVerifier:
-    http = httpx.AsyncClient(transport=httpx.MockTransport(fake.handler))
+    http = aiohttp.ClientSession()
+    _SESSIONS.append(http)
     jwks = JWKSCache(
-        AUTH_URL + "/api/auth/jwks",
+        fake.jwks_url,
         http,
         cooldown_seconds=cooldown,
         refetch_budget=budget,
@@ -214,8 +231,7 @@ def _junk(kid: str) -> str:
     return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid})
 
 
-async def test_junk_kid_flood_then_real_rotation_is_accepted_at_once() -> None:
-    fake = FakeBetterAuth()
+async def test_junk_kid_flood_then_real_rotation_is_accepted_at_once(fake: FakeBetterAuth) -> None:
     verifier = _verifier(fake, cooldown=60)
     assert await _accepted(verifier, fake.sign())
     assert fake.fetches == 1
@@ -232,8 +248,9 @@ async def test_junk_kid_flood_then_real_rotation_is_accepted_at_once() -> None:
     assert fake.fetches == 3
 
 
-async def test_distinct_junk_kids_spend_the_budget_and_rotation_waits_one_refill() -> None:
-    fake = FakeBetterAuth()
+async def test_distinct_junk_kids_spend_the_budget_and_rotation_waits_one_refill(
+    fake: FakeBetterAuth,
+) -> None:
     cooldown, budget = 1.5, 3
     verifier = _verifier(fake, cooldown=cooldown, budget=budget)
     assert await _accepted(verifier, fake.sign())
@@ -252,8 +269,9 @@ async def test_distinct_junk_kids_spend_the_budget_and_rotation_waits_one_refill
     assert fake.fetches <= 1 + budget + 2
 
 
-async def test_a_repeated_junk_kid_costs_one_fetch_and_the_budget_bounds_the_rest() -> None:
-    fake = FakeBetterAuth()
+async def test_a_repeated_junk_kid_costs_one_fetch_and_the_budget_bounds_the_rest(
+    fake: FakeBetterAuth,
+) -> None:
     verifier = _verifier(fake, cooldown=60, budget=1)
     assert await _accepted(verifier, fake.sign())
     junk = _junk("same-junk")

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,8 +27,12 @@ TOKEN_PATH = "/api/dev/token"
 @asynccontextmanager
 async def reached_at(app: FastAPI, base_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """A client whose requests reach `app` with `base_url`'s host as the ASGI `server`."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app) as state:
+
+        async def with_state(scope: Any, receive: Any, send: Any) -> None:
+            await app({**scope, "state": dict(state or {})}, receive, send)
+
+        transport = httpx.ASGITransport(app=with_state)
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
             yield client
 
@@ -112,7 +117,7 @@ async def test_dev_token_accepts_localhost_and_a_loopback_origin(
 @pytest.mark.parametrize(
     "auth",
     [
-        {"jwt_secret": "x" * 32},
+        {"jwt_secret": "x" * 32, "jwt_require_issuer_audience": False},
         {"better_auth_url": "https://auth.example.com"},
         {"better_auth_jwks_url": "https://auth.example.com/api/auth/jwks"},
     ],

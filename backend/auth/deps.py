@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from backend.auth.verifier import TokenVerifier, User
+from backend.deps import app_state
 from backend.errors import MissingToken
 
 # auto_error=False: we raise our own 401 with the standard error body and WWW-Authenticate.
@@ -20,7 +21,7 @@ async def current_user(
 ) -> User:
     if credentials is None or not credentials.credentials.strip():
         raise MissingToken()
-    verifier: TokenVerifier = request.app.state.verifier
+    verifier: TokenVerifier = app_state(request).verifier
     user = await verifier.verify(credentials.credentials.strip())
     request.state.user_id = user.id  # for the access log
     return user

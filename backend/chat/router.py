@@ -24,6 +24,7 @@ from backend.chat.schemas import (
     MessageRead,
 )
 from backend.chat.turn import ChatRuntime
+from backend.deps import app_state
 from backend.errors import Forbidden, error_responses
 from backend.reliability.deps import (
     RateLimitedUser,
@@ -41,7 +42,7 @@ _CHAT_ERRORS = error_responses(404, 409, 413, 429, 504)
 
 
 def _runtime(request: Request) -> ChatRuntime:
-    runtime: ChatRuntime = request.app.state.chat
+    runtime: ChatRuntime = app_state(request).chat
     return runtime
 
 

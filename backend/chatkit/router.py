@@ -44,6 +44,7 @@ from backend.chatkit.context import ChatKitContext
 from backend.chatkit.limits import check_request
 from backend.chatkit.server import TaskChatKitServer, start_turn
 from backend.chatkit.store import AttachmentsNotSupported
+from backend.deps import app_state
 from backend.errors import BadRequest, NotFound, error_responses
 from backend.reliability.deps import chat_rate_limit
 
@@ -105,8 +106,8 @@ async def chatkit(request: Request, user: CurrentUser) -> Response:
         if isinstance(req, (AttachmentsCreateReq, AttachmentsDeleteReq)):
             raise AttachmentsNotSupported()
         raise BadRequest(f"{req.type} is not supported by this server")
-    runtime: ChatRuntime = request.app.state.chat
-    server: TaskChatKitServer = request.app.state.chatkit
+    runtime: ChatRuntime = app_state(request).chat
+    server: TaskChatKitServer = app_state(request).chatkit
     check_request(req, runtime.settings.max_message_chars)
     try:
         if isinstance(req, _TURNS):
@@ -130,4 +131,4 @@ async def chatkit(request: Request, user: CurrentUser) -> Response:
 
 @router.get("/health", summary="ChatKit endpoint health")
 async def chatkit_health(request: Request, user: CurrentUser) -> dict[str, str]:
-    return {"store": "postgres", "model": request.app.state.settings.model_name, "status": "ok"}
+    return {"store": "postgres", "model": app_state(request).settings.model_name, "status": "ok"}

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from backend.auth import TokenVerifier, User
+from backend.deps import state_of
 from backend.errors import (
     AppError,
     MissingToken,
@@ -35,7 +36,7 @@ class MCPEndpoint:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        verifier: TokenVerifier = self.app.state.verifier
+        verifier: TokenVerifier = state_of(scope).verifier
         token = _bearer(scope)
         try:
             if not token:
@@ -49,7 +50,7 @@ class MCPEndpoint:
         state = scope.setdefault("state", {})
         state["user"] = user
         state["user_id"] = user.id  # for the access log
-        server: MCPServer = self.app.state.mcp
+        server: MCPServer = state_of(scope).mcp
         await server.session_manager.handle_request(scope, receive, send)
 
 

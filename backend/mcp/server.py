@@ -4,7 +4,7 @@ The tools are thin adapters over `tasks.actions`, like the agent's: same names, 
 hand-written schemas (`TOOL_SPECS`: plain JSON schema, no user parameter), the same result dicts
 (as JSON text and as `structuredContent`) and the same error messages, as an MCP tool error
 (`isError: true`) rather than a protocol error. The user comes only from the verified token
-(`auth.caller`); tasks are read and written through `app.state.sessions`.
+(`auth.caller`); tasks are read and written through the app state's `sessions`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from mcp.types import CallToolResult, TextContent
 from starlette.requests import Request
 
 from backend.agent.tools import TOOL_SPECS, cap_output
+from backend.deps import app_state
 from backend.errors import AppError
 from backend.mcp.auth import McpContext, caller
 from backend.reliability.deps import limit_writes
@@ -60,7 +61,7 @@ async def _run(ctx: McpContext, name: str, **arguments: Any) -> CallToolResult:
     except AppError as exc:
         # Returned, not raised: the SDK would prefix "Error executing tool <name>: ".
         return CallToolResult(content=[TextContent(type="text", text=exc.detail)], is_error=True)
-    result = cap_output(result, _request(ctx).app.state.settings.max_tool_output_chars)
+    result = cap_output(result, app_state(_request(ctx)).settings.max_tool_output_chars)
     text = orjson.dumps(result).decode()
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=result)
 
@@ -72,7 +73,7 @@ def _request(ctx: McpContext) -> Request:
 
 
 def _sessions(ctx: McpContext) -> actions.Sessions:
-    sessions: actions.Sessions = _request(ctx).app.state.sessions
+    sessions: actions.Sessions = app_state(_request(ctx)).sessions
     return sessions
 
 

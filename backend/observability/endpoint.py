@@ -19,7 +19,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from backend.config import Settings
+from backend.deps import app_state
 from backend.errors import MissingToken, Unauthorized, error_responses
 from backend.observability import metrics
 
@@ -41,12 +41,10 @@ router = APIRouter(tags=["operations"])
     },
 )
 async def prometheus_metrics(request: Request) -> Response:
-    settings: Settings = request.app.state.settings
-    if settings.metrics_token:
-        _check_token(request.headers.get("authorization"), settings.metrics_token)
-    engine = getattr(request.app.state, "engine", None)
-    if engine is not None:
-        metrics.sample_pool(engine.sync_engine.pool)
+    state = app_state(request)
+    if state.settings.metrics_token:
+        _check_token(request.headers.get("authorization"), state.settings.metrics_token)
+    metrics.sample_pool(state.engine.sync_engine.pool)
     return Response(generate_latest(_registry()), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 

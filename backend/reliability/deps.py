@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from backend.auth import CurrentUser, User
 from backend.chat.schemas import ChatRequest
 from backend.config import Settings
+from backend.deps import app_state
 from backend.reliability.idempotency import (
     HEADER,
     IdempotencyClaim,
@@ -31,7 +32,7 @@ from backend.textrules import clean_text
 
 
 def _limits(request: Request) -> RateLimits:
-    limits: RateLimits = request.app.state.rate_limits
+    limits: RateLimits = app_state(request).rate_limits
     return limits
 
 
@@ -57,7 +58,7 @@ async def counted_chat_turn(request: Request, user: CurrentUser, body: ChatReque
     As a dependency, `body` has the name and type of the chat route's body, so FastAPI shares
     one body field and validates it before calling this.
     """
-    settings: Settings = request.app.state.settings
+    settings: Settings = app_state(request).settings
     clean_text("message", body.message, settings.max_message_chars)
     return await chat_rate_limit(request, user)
 
@@ -84,7 +85,7 @@ async def claim_idempotency_key(
     key = request.headers.get(HEADER)
     if key is None:
         return None
-    store: IdempotencyStore = request.app.state.idempotency
+    store: IdempotencyStore = app_state(request).idempotency
     fingerprint = request_hash(request.method, request.url.path, body.model_dump(mode="json"))
     return await store.begin(user.id, key, fingerprint, turn_id=turn_id, wait=wait)
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from backend.apidocs import IDEMPOTENCY_KEY
 from backend.auth import CurrentUser
 from backend.db import SessionDep
+from backend.deps import app_state
 from backend.errors import error_responses
 from backend.reliability.deps import idempotent, limit_reads, limit_writes
 from backend.tasks import service
@@ -53,7 +54,7 @@ async def create_task(body: TaskCreate, user: CurrentUser, request: Request) -> 
 
     async def create() -> TaskRead:
         # Its own transaction, committed before the idempotency record stores the answer.
-        async with request.app.state.sessions.begin() as session:
+        async with app_state(request).sessions.begin() as session:
             task = await service.create_task(session, user.id, body.title, body.description)
             return TaskRead.model_validate(task)
 

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from backend.auth.devkeys import load_or_create_dev_key, mint_token
 from backend.config import Settings
+from backend.deps import app_state
 from backend.errors import Forbidden, NotFound, error_responses
 
 TTL_SECONDS = 8 * 3600
@@ -98,7 +99,7 @@ def loopback_only(request: Request) -> None:
 )
 async def dev_token(body: DevTokenRequest, request: Request) -> DevTokenResponse:
     """Development auth mode only, on loopback only: sign a token for `user` with the dev key."""
-    settings: Settings = request.app.state.settings
+    settings: Settings = app_state(request).settings
     key = await asyncio.to_thread(load_or_create_dev_key, settings.data_dir)
     token = mint_token(key, body.user, ttl_seconds=TTL_SECONDS)
     exp = jwt.decode(token, options={"verify_signature": False})["exp"]
