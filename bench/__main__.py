@@ -297,6 +297,7 @@ class Bench:
         # aiohttp, not httpx: httpcore's pool costs O(connections) per request, and the load
         # generator shares this machine's two cores with the server.
         self.http: aiohttp.ClientSession | None = None
+        self.worker_pids: list[int] = []
 
     def headers(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {mint_token(self.key, user)}"}
@@ -309,7 +310,11 @@ class Bench:
         if self.http is None:
             self.http = aiohttp.ClientSession(
                 base_url=self.base,
-                connector=aiohttp.TCPConnector(limit=500),
+                # Idle connections are dropped before uvicorn's keep-alive timeout (5 s) closes
+                # them: a request sent on a connection the server is closing at that moment
+                # fails (ServerDisconnectedError), and the rounds leave each server idle for
+                # seconds at a time.
+                connector=aiohttp.TCPConnector(limit=500, keepalive_timeout=2),
                 timeout=aiohttp.ClientTimeout(total=60),
             )
         return self.http
@@ -423,6 +428,11 @@ class Bench:
         )
         if warm.errors:
             raise RuntimeError(f"warm-up errors: {warm.error_samples[:3]}")
+        self.worker_pids = worker_pids(self.pid)
+
+    def worker_restarts(self) -> int:
+        """Workers replaced since the warm-up (uvicorn kills one that misses its health check)."""
+        return len(set(self.worker_pids) - set(worker_pids(self.pid)))
 
     async def check_tasks(self, users: int, turns: int, prefix: str) -> int:
         wrong = 0
@@ -669,7 +679,11 @@ async def drive(
         results["W7"] = await noisy_neighbour(limited, sizes)
         await limited.session().close()
     for n, bench in benches.items():
-        results[label("server_rss_mb_end", n)] = round(rss_mb(bench.pid), 1)
+        results[label("server", n)] = {
+            "workers": n,
+            "rss_mb_end": round(rss_mb(bench.pid), 1),
+            "worker_restarts": bench.worker_restarts(),
+        }
         await bench.session().close()
     return results
 
@@ -828,7 +842,7 @@ def table(results: dict[str, Any]) -> str:
             if metric == "error_samples":
                 continue
             target = TARGETS.get((workload, metric)) or RATIO_TARGETS.get(metric, "")
-            if metric in ("errors", "users_with_wrong_tasks"):
+            if metric in ("errors", "users_with_wrong_tasks", "worker_restarts"):
                 target = "0"
             lines.append(f"| {workload} | {metric} | {value} | {target} |")
     return "\n".join(lines)
@@ -904,7 +918,7 @@ def main() -> None:
     print(f"results written to {path}")
     failed = any(
         isinstance(figures, dict)
-        and (figures.get("errors") or figures.get("users_with_wrong_tasks"))
+        and any(figures.get(k) for k in ("errors", "users_with_wrong_tasks", "worker_restarts"))
         for figures in results.values()
     )
     sys.exit(1 if failed else 0)
