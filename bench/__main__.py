@@ -13,10 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
 import secrets
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -146,6 +149,13 @@ def rss_mb(pid: int) -> float:
     return sum(_rss_mb(p) for p in process_tree(pid))
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) clock ticks over all CPUs since boot: everything on the machine."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return 0.0
@@ -264,6 +274,10 @@ class Load:
     wall: float = 0.0
     cpu: float = 0.0
     rss_peak: float = 0.0
+    other_cpu: dict[str, float] = field(default_factory=dict)
+    """CPU ms of the bench's other processes (PostgreSQL, the stub, the load generator)."""
+    machine: list[int] = field(default_factory=lambda: [0, 0])
+    """Busy and total ticks of the whole machine (other agents' work included)."""
 
     @property
     def turns(self) -> int:
@@ -298,6 +312,9 @@ class Bench:
         # generator shares this machine's two cores with the server.
         self.http: aiohttp.ClientSession | None = None
         self.worker_pids: list[int] = []
+        self.profile_dir: Path | None = None
+        self.others: dict[str, int] = {"load_generator": os.getpid()}
+        """Process trees whose CPU is reported next to the server's (set by main)."""
 
     def headers(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {mint_token(self.key, user)}"}
@@ -395,13 +412,47 @@ class Bench:
                 await asyncio.sleep(0.05)
 
         sampler = asyncio.create_task(sample())
+        profiler = self.start_profiler(load.prefix)
+        others0 = {name: cpu_ms(pid) for name, pid in self.others.items()}
+        busy0, total0 = machine_jiffies()
         cpu0, t0 = cpu_ms(self.pid), time.perf_counter()
         await asyncio.gather(*(user(f"{load.prefix}-{u}") for u in range(load.users)))
         load.wall += time.perf_counter() - t0
         load.cpu += cpu_ms(self.pid) - cpu0
+        busy, total = machine_jiffies()
+        load.machine[0] += busy - busy0
+        load.machine[1] += total - total0
+        for name, pid in self.others.items():
+            load.other_cpu[name] = load.other_cpu.get(name, 0) + cpu_ms(pid) - others0[name]
         sampler.cancel()
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
+            await asyncio.to_thread(profiler.wait, 30)
         load.turns_per_user += turns
         load.rss_peak = max(load.rss_peak, *peak)
+
+    def start_profiler(self, name: str) -> subprocess.Popen[bytes] | None:
+        """With --profile: py-spy sampling the server (every worker) into `<dir>/<name>.txt`."""
+        if self.profile_dir is None:
+            return None
+        out = self.profile_dir / f"{name}.txt"
+        proc = subprocess.Popen(
+            [
+                *(
+                    str(py_spy()),
+                    "record",
+                    "--pid",
+                    str(self.pid),
+                    "--subprocesses",
+                    "--nonblocking",
+                ),
+                *("--format", "raw", "--rate", "200", "--output", str(out)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)  # attached before the first turn
+        return proc
 
     async def warm_up(self, users: int, workers: int) -> None:
         """Every worker started (idle: its imports and start-up done), then some turns of each kind.
@@ -624,9 +675,20 @@ def turn_figures(load: Load) -> dict[str, Any]:
         "p50_ms": round(percentile(run.latencies, 50), 1),
         "p95_ms": round(percentile(run.latencies, 95), 1),
         "cpu_ms_per_turn": round(load.cpu / load.turns, 2),
+        **machine_figures(load),
         "errors": run.errors,
         "error_samples": run.error_samples[:3],
     }
+
+
+def machine_figures(load: Load) -> dict[str, Any]:
+    """Where the rest of the machine's CPU went: what caps throughput on two shared cores."""
+    figures = {
+        f"{name}_cpu_ms_per_turn": round(cpu / load.turns, 2)
+        for name, cpu in load.other_cpu.items()
+    }
+    figures["machine_busy"] = round(load.machine[0] / max(load.machine[1], 1), 2)
+    return figures
 
 
 async def drive(
@@ -709,6 +771,7 @@ async def slow_model(bench: Bench, sizes: Sizes, kind: str) -> dict[str, Any]:
         ),
         "rss_mb_peak": round(load.rss_peak, 1),
         "cpu_ms_per_turn": round(load.cpu / load.turns, 2),
+        **machine_figures(load),
         "error_samples": load.run.error_samples[:3],
     }
 
@@ -811,6 +874,54 @@ async def noisy_neighbour(bench: Bench, sizes: Sizes) -> dict[str, Any]:
     }
 
 
+def py_spy() -> str | None:
+    """py-spy next to this interpreter (the venv's), or on PATH."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def profile_summary(path: Path, top: int = 12) -> str:
+    """py-spy's raw samples of one workload: the top frames by own time, by package, and the
+    service's own functions by inclusive time (each as a share of all samples)."""
+    own: dict[str, int] = {}
+    packages: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = [f for f in stack.split(";") if not f.startswith("process ")]
+        if not frames:
+            continue
+        leaf = frames[-1].rsplit(":", 1)[0] + ")"  # without the line number
+        own[leaf] = own.get(leaf, 0) + n
+        package = _package(frames[-1])
+        packages[package] = packages.get(package, 0) + n
+        for frame in {f.rsplit(":", 1)[0] + ")" for f in frames if "backend/" in f}:
+            inclusive[frame] = inclusive.get(frame, 0) + n
+
+    def rows(counts: dict[str, int]) -> list[str]:
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+        return [f"  {100 * n / max(total, 1):5.1f} %  {name}" for name, n in ranked]
+
+    return "\n".join(
+        [
+            *(f"{path.stem}: {total} samples", " own time, by package:", *rows(packages)),
+            *(" own time, by function:", *rows(own)),
+            *(" inclusive, the service's functions:", *rows(inclusive)),
+        ]
+    )
+
+
+def _package(frame: str) -> str:
+    """`name (pkg/mod.py:12)` (py-spy's short path) -> `pkg`."""
+    path = frame.rpartition("(")[2]
+    return path.split("/", 1)[0].split(":", 1)[0].removesuffix(".py")
+
+
 TARGETS = {
     ("W2", "cpu_ms_per_turn"): "≤ 8",
     ("W3", "wall_vs_ideal"): "≤ 1.5",
@@ -858,8 +969,21 @@ def main() -> None:
         help="uvicorn worker counts, one server each (W2, W3, W3s, W5, W6 run on every one)",
     )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="sample the server with py-spy during each workload of W2, W3, W3s, W5, W6 "
+        "(raw stacks in DIR, top frames printed; one round each, figures perturbed)",
+    )
     args = parser.parse_args()
     sizes = SMOKE if args.smoke else Sizes()
+    profile_dir = Path(args.profile).resolve() if args.profile else None
+    if profile_dir is not None:
+        if py_spy() is None:
+            sys.exit("--profile needs py-spy (uv pip install --python .venv/bin/python py-spy)")
+        profile_dir.mkdir(parents=True, exist_ok=True)
+        # One contiguous stretch per workload, so that each has a profile of its own.
+        sizes = dataclasses.replace(sizes, rounds=1)
     only = {w.strip().upper() for w in args.only.split(",")}
     counts = sorted({int(n) for n in args.workers.split(",")})
     with tempfile.TemporaryDirectory(prefix="ta-bench-") as tmp, ExitStack() as stack:
@@ -891,6 +1015,13 @@ def main() -> None:
         benches = {
             n: bench_on(env, server_port if n == counts[0] else free_port(), n) for n in counts
         }
+        others = {"stub": stub.pid}
+        postmaster = tmp_path / "pg" / "postmaster.pid"
+        if postmaster.exists():  # the embedded server (BENCH_DATABASE_URL's is not ours to read)
+            others["postgres"] = int(postmaster.read_text().split()[0])
+        for b in benches.values():
+            b.others.update(others)
+            b.profile_dir = profile_dir
         limited: Bench | None = None
         if "W7" in only:
             # W7's own server, with the product's default turn rate limit: "at every cap".
@@ -908,6 +1039,8 @@ def main() -> None:
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     print(table(results))
+    for profile in sorted(profile_dir.glob("*.txt")) if profile_dir else []:
+        print(profile_summary(profile))
     print(json.dumps(results["machine"]))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
