@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -313,8 +315,10 @@ class Bench:
         self.http: aiohttp.ClientSession | None = None
         self.worker_pids: list[int] = []
         self.profile_dir: Path | None = None
-        self.others: dict[str, int] = {"load_generator": os.getpid()}
-        """Process trees whose CPU is reported next to the server's (set by main)."""
+        self.others: dict[str, Callable[[], float]] = {
+            "load_generator": functools.partial(_cpu_ms, os.getpid())  # not its children
+        }
+        """CPU ms of the processes reported next to the server (main adds the stub, PostgreSQL)."""
 
     def headers(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {mint_token(self.key, user)}"}
@@ -413,7 +417,7 @@ class Bench:
 
         sampler = asyncio.create_task(sample())
         profiler = self.start_profiler(load.prefix)
-        others0 = {name: cpu_ms(pid) for name, pid in self.others.items()}
+        others0 = {name: meter() for name, meter in self.others.items()}
         busy0, total0 = machine_jiffies()
         cpu0, t0 = cpu_ms(self.pid), time.perf_counter()
         await asyncio.gather(*(user(f"{load.prefix}-{u}") for u in range(load.users)))
@@ -422,8 +426,8 @@ class Bench:
         busy, total = machine_jiffies()
         load.machine[0] += busy - busy0
         load.machine[1] += total - total0
-        for name, pid in self.others.items():
-            load.other_cpu[name] = load.other_cpu.get(name, 0) + cpu_ms(pid) - others0[name]
+        for name, meter in self.others.items():
+            load.other_cpu[name] = load.other_cpu.get(name, 0) + meter() - others0[name]
         sampler.cancel()
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
@@ -1015,10 +1019,11 @@ def main() -> None:
         benches = {
             n: bench_on(env, server_port if n == counts[0] else free_port(), n) for n in counts
         }
-        others = {"stub": stub.pid}
+        others = {"stub": functools.partial(cpu_ms, stub.pid)}
         postmaster = tmp_path / "pg" / "postmaster.pid"
         if postmaster.exists():  # the embedded server (BENCH_DATABASE_URL's is not ours to read)
-            others["postgres"] = int(postmaster.read_text().split()[0])
+            pg = int(postmaster.read_text().split()[0])
+            others["postgres"] = functools.partial(cpu_ms, pg)
         for b in benches.values():
             b.others.update(others)
             b.profile_dir = profile_dir
