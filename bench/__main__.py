@@ -429,17 +429,15 @@ class Bench:
         for name, meter in self.others.items():
             load.other_cpu[name] = load.other_cpu.get(name, 0) + meter() - others0[name]
         sampler.cancel()
-        if profiler is not None:
-            profiler.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
-            await asyncio.to_thread(profiler.wait, 30)
+        stop_profiler(profiler)
         load.turns_per_user += turns
         load.rss_peak = max(load.rss_peak, *peak)
 
     def start_profiler(self, name: str) -> subprocess.Popen[bytes] | None:
-        """With --profile: py-spy sampling the server (every worker) into `<dir>/<name>.txt`."""
+        """With --profile: py-spy sampling the server (every worker) into `<dir>/<name>.<n>.txt`."""
         if self.profile_dir is None:
             return None
-        out = self.profile_dir / f"{name}.txt"
+        out = self.profile_dir / f"{name}.{len(list(self.profile_dir.glob(name + '.*.txt')))}.txt"
         proc = subprocess.Popen(
             [
                 *(
@@ -653,10 +651,12 @@ class Bench:
         run = Run()
         headers = self.headers(user)
         conversations = self.seed_conversations(user, messages, samples)
+        profiler = self.start_profiler(user)
         cpu0 = cpu_ms(self.pid)
         for n, conversation in enumerate(conversations):
             await self.turn(run, headers, f"{user} more {n}", conversation)
         cpu = (cpu_ms(self.pid) - cpu0) / samples
+        stop_profiler(profiler)
         if run.errors:
             raise RuntimeError(f"W4 errors: {run.error_samples[:3]}")
         return statistics.median(run.latencies), cpu
@@ -733,6 +733,12 @@ async def drive(
             ratios["W2_turns_per_s_over_1_worker"] = round(
                 base["turns_per_s"] / results["W2"]["turns_per_s"], 2
             )
+            # The most n workers could gain over one busy worker when the bench's own processes
+            # (PostgreSQL, stub, load generator) share the machine's cores with them.
+            load = turn_loads[("W2", n)]
+            bench_cpu = load.cpu + sum(load.other_cpu.values())
+            cores = os.cpu_count() or 1
+            ratios["W2_speedup_ceiling"] = round(min(n, cores * load.cpu / bench_cpu), 2)
         if ratios:
             results[label("ratios", n)] = ratios
     for n, bench in benches.items():
@@ -878,20 +884,26 @@ async def noisy_neighbour(bench: Bench, sizes: Sizes) -> dict[str, Any]:
     }
 
 
+def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
+        profiler.wait(30)
+
+
 def py_spy() -> str | None:
     """py-spy next to this interpreter (the venv's), or on PATH."""
     beside = Path(sys.executable).parent / "py-spy"
     return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
-def profile_summary(path: Path, top: int = 12) -> str:
+def profile_summary(name: str, paths: list[Path], top: int = 12) -> str:
     """py-spy's raw samples of one workload: the top frames by own time, by package, and the
     service's own functions by inclusive time (each as a share of all samples)."""
     own: dict[str, int] = {}
     packages: dict[str, int] = {}
     inclusive: dict[str, int] = {}
     total = 0
-    for line in path.read_text().splitlines():
+    for line in (line for path in paths for line in path.read_text().splitlines()):
         stack, _, count = line.rpartition(" ")
         if not stack:
             continue
@@ -913,7 +925,7 @@ def profile_summary(path: Path, top: int = 12) -> str:
 
     return "\n".join(
         [
-            *(f"{path.stem}: {total} samples", " own time, by package:", *rows(packages)),
+            *(f"{name}: {total} samples", " own time, by package:", *rows(packages)),
             *(" own time, by function:", *rows(own)),
             *(" inclusive, the service's functions:", *rows(inclusive)),
         ]
@@ -976,8 +988,8 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         metavar="DIR",
-        help="sample the server with py-spy during each workload of W2, W3, W3s, W5, W6 "
-        "(raw stacks in DIR, top frames printed; one round each, figures perturbed)",
+        help="sample the server with py-spy during each workload but W7 (raw stacks in DIR, "
+        "top frames printed; one round each, figures perturbed)",
     )
     args = parser.parse_args()
     sizes = SMOKE if args.smoke else Sizes()
@@ -1044,8 +1056,11 @@ def main() -> None:
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     print(table(results))
-    for profile in sorted(profile_dir.glob("*.txt")) if profile_dir else []:
-        print(profile_summary(profile))
+    profiles: dict[str, list[Path]] = {}
+    for path in sorted(profile_dir.glob("*.txt")) if profile_dir else []:
+        profiles.setdefault(path.name.split(".", 1)[0], []).append(path)
+    for name, paths in profiles.items():
+        print(profile_summary(name, paths))
     print(json.dumps(results["machine"]))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
