@@ -253,6 +253,8 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
+    events: int = 0
+    """Server-Sent Events received (streamed and ChatKit turns)."""
 
     def error(self, sample: str) -> None:
         self.errors += 1
@@ -373,6 +375,7 @@ class Bench:
         if kind == "plain":
             return str(json.loads(raw)["conversation_id"])
         events = sse_events(raw)
+        run.events += len(events)
         if kind == "stream":
             if not events or events[-1]["type"] != "done":
                 run.error(f"stream ended with {events[-1:]!r:.160}")
@@ -680,6 +683,7 @@ def turn_figures(load: Load) -> dict[str, Any]:
         "p95_ms": round(percentile(run.latencies, 95), 1),
         "cpu_ms_per_turn": round(load.cpu / load.turns, 2),
         **machine_figures(load),
+        "events_per_turn": round(run.events / load.turns, 1),
         "errors": run.errors,
         "error_samples": run.error_samples[:3],
     }
@@ -909,7 +913,9 @@ def profile_summary(name: str, paths: list[Path], top: int = 12) -> str:
             continue
         n = int(count)
         total += n
-        frames = [f for f in stack.split(";") if not f.startswith("process ")]
+        if stack.startswith("process "):  # --subprocesses: `process PID:"cmdline";` first
+            stack = stack.partition('";')[2] or "(no Python frame)"
+        frames = stack.split(";")
         if not frames:
             continue
         leaf = frames[-1].rsplit(":", 1)[0] + ")"  # without the line number
