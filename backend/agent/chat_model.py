@@ -27,7 +27,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import orjson
@@ -40,7 +40,6 @@ from openai.types.responses import (
     ResponseOutputItemAddedEvent,
     ResponseOutputMessage,
     ResponseOutputText,
-    ResponseTextDeltaEvent,
     ResponseUsage,
 )
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
@@ -113,6 +112,23 @@ def _settings_body(settings: ModelSettings) -> dict[str, Any]:
         body.update(settings.extra_body)
     body.update(settings.extra_args or {})
     return body
+
+
+class TextDelta:
+    """A `response.output_text.delta` event, built cheaply: one per streamed chunk, and the
+    OpenAI models' `construct` cost more than the rest of the chunk's handling. The Agents SDK
+    only forwards these (as raw stream events); it reads the same attributes as the model's."""
+
+    __slots__ = ("delta", "item_id", "sequence_number")
+    type = "response.output_text.delta"
+    output_index = 0
+    content_index = 0
+    logprobs: tuple[()] = ()
+
+    def __init__(self, item_id: str, delta: str, sequence_number: int) -> None:
+        self.item_id = item_id
+        self.delta = delta
+        self.sequence_number = sequence_number
 
 
 def _message_item(text: str, item_id: str) -> ResponseOutputMessage:
@@ -305,15 +321,7 @@ class ChatCompletionsModel(Model):
                                 sequence_number=next(seq),
                             )
                         text.append(content)
-                        yield ResponseTextDeltaEvent.model_construct(
-                            type="response.output_text.delta",
-                            item_id=message_id,
-                            output_index=0,
-                            content_index=0,
-                            delta=content,
-                            logprobs=[],
-                            sequence_number=next(seq),
-                        )
+                        yield cast(Any, TextDelta(message_id, content, next(seq)))
                     for call_delta in delta.get("tool_calls") or ():
                         index = call_delta.get("index", len(calls))
                         calls.setdefault(index, _Call()).add(call_delta)

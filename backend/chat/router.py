@@ -55,10 +55,12 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+def _sse(batches: AsyncIterator[list[dict[str, Any]]]) -> AsyncIterator[bytes]:
+    """Server-Sent Events; the events ready together go out in one write."""
+
     async def encode() -> AsyncIterator[bytes]:
-        async for event in events:
-            yield b"data: " + orjson.dumps(event) + b"\n\n"
+        async for batch in batches:
+            yield b"".join(b"data: " + orjson.dumps(event) + b"\n\n" for event in batch)
 
     return encode()
 
@@ -95,20 +97,19 @@ async def chat(body: ChatRequest, user: RateLimitedUser, request: Request) -> An
 
 async def _with_conversation(
     turn_: turn.Turn, events: turn.TurnEvents
-) -> AsyncIterator[dict[str, Any]]:
-    yield {"type": "conversation", "conversation_id": str(turn_.conversation_id)}
-    async for event in events:
-        yield event
+) -> AsyncIterator[list[dict[str, Any]]]:
+    yield [{"type": "conversation", "conversation_id": str(turn_.conversation_id)}]
+    async for batch in events.batches():
+        yield batch
 
 
-async def _replayed(events: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-    for event in events:
-        yield event
+async def _replayed(events: list[dict[str, Any]]) -> AsyncIterator[list[dict[str, Any]]]:
+    yield events
 
 
-def _stream(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+def _stream(batches: AsyncIterator[list[dict[str, Any]]]) -> StreamingResponse:
     return StreamingResponse(
-        _sse(events),
+        _sse(batches),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -514,10 +514,19 @@ class TurnEvents:
         self._task.cancel()
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        async for batch in self.batches():
+            for event in batch:
+                yield event
+
+    async def batches(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """The events in the order they came, grouped as they are ready: a front door sends each
+        group as one write (one trip through the ASGI stack instead of one per event)."""
         while True:
-            event = await self._queue.get()
-            yield event
-            if event["type"] in ("done", "error"):
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            yield batch
+            if batch[-1]["type"] in ("done", "error"):
                 return
 
 

@@ -159,68 +159,70 @@ async def _translate(
     thread_id: str,
     user_item: UserMessageItem | None,
 ) -> AsyncIterator[bytes]:
-    reply_id = turn_.reply_item_id
-    started = False
-    delta_prefix = b'data: {"type":"thread.item.updated","item_id":' + orjson.dumps(reply_id)
+    """The turn's events as ChatKit thread events; those ready together go out in one write."""
+    reply = _Reply(turn_.reply_item_id, thread_id, user_item)
+    async for batch in events.batches():
+        yield b"".join(chunk for event in batch for chunk in reply.translate(event))
 
-    def reply(text: str) -> AssistantMessageItem:
-        return AssistantMessageItem(
-            id=reply_id,
-            thread_id=thread_id,
-            created_at=datetime.now(UTC),
-            content=[AssistantMessageContent(text=text)],
+
+class _Reply:
+    """The assistant message a turn streams into, and how each turn event shows in ChatKit."""
+
+    def __init__(self, item_id: str, thread_id: str, user_item: UserMessageItem | None) -> None:
+        self.id = item_id
+        self.thread_id = thread_id
+        self.user_item = user_item
+        self.started = False
+        self._delta_prefix = (
+            b'data: {"type":"thread.item.updated","item_id":'
+            + orjson.dumps(item_id)
+            + b',"update":{"type":"assistant_message.content_part.text_delta",'
+            + b'"content_index":0,"delta":'
         )
 
-    async for event in events:
+    def item(self, text: str) -> AssistantMessageItem:
+        return AssistantMessageItem(
+            id=self.id,
+            thread_id=self.thread_id,
+            created_at=datetime.now(UTC),
+            content=[AssistantMessageContent(text=text)] if text else [],
+        )
+
+    def translate(self, event: dict[str, Any]) -> Iterable[bytes]:
         kind = event["type"]
         if kind == "text.delta":
-            if not started:
-                started = True
-                empty = reply("")
-                empty.content = []
-                yield _sse(ThreadItemAddedEvent(item=empty))
+            if not self.started:
+                self.started = True
+                yield _sse(ThreadItemAddedEvent(item=self.item("")))
                 part = AssistantMessageContentPartAdded(
                     content_index=0, content=AssistantMessageContent(text="")
                 )
-                yield _sse(ThreadItemUpdatedEvent(item_id=reply_id, update=part))
+                yield _sse(ThreadItemUpdatedEvent(item_id=self.id, update=part))
             # The hot path: built directly (validating a model per delta costs more than the delta).
-            yield (
-                delta_prefix
-                + b',"update":{"type":"assistant_message.content_part.text_delta",'
-                + b'"content_index":0,"delta":'
-                + orjson.dumps(event["delta"])
-                + b"}}\n\n"
-            )
+            yield self._delta_prefix + orjson.dumps(event["delta"]) + b"}}\n\n"
         elif kind == "tool_call":
             text = _PROGRESS.get(event["tool"], "Working on your tasks…")
             yield _sse(ProgressUpdateEvent(icon="check-circle", text=text))
         elif kind == "done":
-            yield _sse(ThreadItemDoneEvent(item=reply(event["response"])))
+            yield _sse(ThreadItemDoneEvent(item=self.item(event["response"])))
         elif kind == "error":
-            for item in _failure(event, reply, started, reply_id, user_item):
+            for item in self._failure(event):
                 yield _sse(item)
 
-
-def _failure(
-    event: dict[str, Any],
-    reply: Any,
-    started: bool,
-    reply_id: str,
-    user_item: UserMessageItem | None,
-) -> Iterable[BaseModel]:
-    message = str(event.get("detail") or "Something went wrong")
-    interrupted = event.get("interrupted")
-    if interrupted is not None:  # the tool calls stay, under the note
-        yield ThreadItemDoneEvent(item=reply(interrupted["response"]))
-        yield ErrorEvent(code="custom", message=message, allow_retry=False)
-        return
-    if started:
-        yield ThreadItemRemovedEvent(item_id=reply_id)
-    if user_item is None:  # a retry: the message was stored before, and stays
-        yield ErrorEvent(code="custom", message=message, allow_retry=True)
-        return
-    yield ThreadItemRemovedEvent(item_id=user_item.id)
-    yield ErrorEvent(code="custom", message=message + NOT_SAVED, allow_retry=False)
+    def _failure(self, event: dict[str, Any]) -> Iterable[BaseModel]:
+        message = str(event.get("detail") or "Something went wrong")
+        interrupted = event.get("interrupted")
+        if interrupted is not None:  # the tool calls stay, under the note
+            yield ThreadItemDoneEvent(item=self.item(interrupted["response"]))
+            yield ErrorEvent(code="custom", message=message, allow_retry=False)
+            return
+        if self.started:
+            yield ThreadItemRemovedEvent(item_id=self.id)
+        if self.user_item is None:  # a retry: the message was stored before, and stays
+            yield ErrorEvent(code="custom", message=message, allow_retry=True)
+            return
+        yield ThreadItemRemovedEvent(item_id=self.user_item.id)
+        yield ErrorEvent(code="custom", message=message + NOT_SAVED, allow_retry=False)
 
 
 def _relay(
