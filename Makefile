@@ -13,7 +13,7 @@ UV_ENV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
-WORKERS ?= 1
+WORKERS ?=
 
 .PHONY: install lock upgrade run test check bench lint typecheck clean
 
@@ -37,7 +37,7 @@ upgrade: | $(UV)
 	$(UV_ENV) $(UV) lock --upgrade
 
 run: install
-	$(BIN)/task-assistant serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+	$(BIN)/task-assistant serve --host $(HOST) --port $(PORT) $(if $(WORKERS),--workers $(WORKERS))
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

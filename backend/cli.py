@@ -105,7 +105,7 @@ def _serve(args: argparse.Namespace) -> None:
             "backend.main:app",
             host=args.host,
             port=args.port,
-            workers=args.workers,
+            workers=args.workers or settings.workers,
             log_level=settings.log_level.lower(),
             access_log=False,  # our middleware logs each request with its id
             proxy_headers=True,
@@ -134,7 +134,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes (default: the WORKERS setting, 1); one per core is a good start",
+    )
     serve.add_argument(
         "--migrate",
         action=argparse.BooleanOptionalAction,

@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     allowed_origins: str = ""
     """Comma-separated list of origins allowed by CORS, or `*`. Empty: no CORS."""
     log_level: str = "INFO"
+    workers: int = Field(default=1, ge=1, le=64)
+    """`task-assistant serve` worker processes (`--workers` overrides it)."""
     log_format: Literal["text", "json"] = "text"
     """`json`: one JSON object per log line (time, level, logger, request_id, message)."""
     metrics_token: str | None = None
