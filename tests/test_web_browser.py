@@ -334,6 +334,8 @@ async def test_resend_after_a_network_error_reuses_the_idempotency_key(
 
     await page.locator("#send").click()
     await expect(page.locator("#task-list label")).to_have_text(["Buy milk"])
+    # The list refreshes on tool_result, before the reply ends: wait for the turn to finish.
+    await expect(page.locator("#messages")).not_to_have_attribute("aria-busy", "true")
     await page.locator("#message").fill("add a task to call mom")
     await page.locator("#send").click()
     await expect(page.locator("#task-list label")).to_have_count(2)
