@@ -104,7 +104,8 @@ async def create_task(
     """
     values = {"title": clean_title(title), "description": clean_description(description)}
     limit = max_tasks(session)
-    await session.connection(execution_options={"isolation_level": "READ COMMITTED"})
+    if _autocommit(session):  # the lock must be held until the insert commits: a transaction
+        await session.connection(execution_options={"isolation_level": "READ COMMITTED"})
     await session.execute(
         select(func.pg_advisory_xact_lock(func.hashtextextended("tasks:" + literal(user_id), 0)))
     )
@@ -119,6 +120,14 @@ async def create_task(
     if task is None:
         raise TaskLimitReached(limit)
     return task
+
+
+def _autocommit(session: AsyncSession) -> bool:
+    """Whether the session's engine runs each statement in its own transaction. (Asking the
+    connection instead would cost a query; switching its isolation level costs CPU per use.)"""
+    bind: Any = session.bind
+    options = bind.get_execution_options() if bind is not None else {}
+    return bool(options.get("isolation_level") == "AUTOCOMMIT")
 
 
 def _status(status: TaskStatus | str) -> TaskStatus:
