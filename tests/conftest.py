@@ -114,6 +114,15 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
+async def stub() -> AsyncIterator[Any]:
+    """The OpenAI-compatible stub model on a free port (bench/stub_llm.py), over real HTTP."""
+    from bench.stub_llm import StubLLM
+
+    async with StubLLM() as server:
+        yield server
+
+
+@pytest.fixture
 def token_for(data_dir: Path) -> Callable[..., str]:
     """Mint a development-key EdDSA token for a user id."""
     key = load_or_create_dev_key(data_dir)

@@ -17,12 +17,6 @@ from bench.stub_llm import StubLLM
 from tests.conftest import make_settings, running_app
 
 
-@pytest.fixture
-async def stub() -> AsyncIterator[StubLLM]:
-    async with StubLLM() as stub:
-        yield stub
-
-
 def llm_settings(database_url: str, data_dir: Path, stub: StubLLM, **extra: Any) -> Any:
     values = {
         "llm_base_url": stub.base_url,

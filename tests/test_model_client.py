@@ -27,12 +27,6 @@ def streamed(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture
-async def stub() -> AsyncIterator[StubLLM]:
-    async with StubLLM() as stub:
-        yield stub
-
-
-@pytest.fixture
 async def client(
     database_url: str, data_dir: Path, stub: StubLLM
 ) -> AsyncIterator[httpx.AsyncClient]:

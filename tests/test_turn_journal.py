@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,25 +27,13 @@ from bench.env import isolated_env
 from bench.stub_llm import StubLLM
 from tests.conftest import make_settings, running_app
 from tests.proxy import DatabaseProxy
+from tests.test_chat_e2e import llm_settings as e2e_settings
 
 ADD_MILK = {"tool_calls": [{"name": "add_task", "arguments": {"title": "Milk"}, "id": "c1"}]}
 
 
-@pytest.fixture
-async def stub() -> AsyncIterator[StubLLM]:
-    async with StubLLM() as stub:
-        yield stub
-
-
 def llm_settings(database_url: str, data_dir: Path, stub: StubLLM, **extra: Any) -> Any:
-    values = {
-        "llm_base_url": stub.base_url,
-        "llm_api_key": "test-key",
-        "llm_model": "stub-model",
-        "llm_max_retries": 0,
-        "rate_limit_requests": 0,
-    }
-    return make_settings(database_url, data_dir, **{**values, **extra})
+    return e2e_settings(database_url, data_dir, stub, **{"rate_limit_requests": 0, **extra})
 
 
 async def _tasks(client: httpx.AsyncClient, headers: dict[str, str]) -> list[str]:
