@@ -75,6 +75,15 @@ async def _clean_tables(database_url: str) -> AsyncIterator[None]:
     await engine.dispose()
 
 
+def with_lifespan_state(app: FastAPI, state: Any) -> Any:
+    """`app` as an ASGI server runs it: every request gets its own copy of the lifespan state."""
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        await app({**scope, "state": dict(state or {})}, receive, send)
+
+    return asgi
+
+
 LIVE_STATES: dict[FastAPI, AppState] = {}
 """The state of every app running under `running_app` (tests reach the runtime through it)."""
 
@@ -85,14 +94,9 @@ async def running_app(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
     Like an ASGI server, it gives every request its own copy of the lifespan's state.
     """
-    async with app.router.lifespan_context(app) as lifespan_state:
-        state: dict[str, Any] = dict(lifespan_state or {})
-
-        async def with_state(scope: Any, receive: Any, send: Any) -> None:
-            await app({**scope, "state": dict(state)}, receive, send)
-
-        LIVE_STATES[app] = state[STATE_KEY]
-        transport = httpx.ASGITransport(app=with_state)
+    async with app.router.lifespan_context(app) as state:
+        LIVE_STATES[app] = (state or {})[STATE_KEY]
+        transport = httpx.ASGITransport(app=with_lifespan_state(app, state))
         try:
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://testserver"

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,24 @@ ADD_MILK = {"tool_calls": [{"name": "add_task", "arguments": {"title": "Milk"}, 
 
 def llm_settings(database_url: str, data_dir: Path, stub: StubLLM, **extra: Any) -> Any:
     return e2e_settings(database_url, data_dir, stub, **{"rate_limit_requests": 0, **extra})
+
+
+@pytest.fixture
+async def behind_proxy(
+    database_url: str, data_dir: Path, stub: StubLLM
+) -> AsyncIterator[tuple[DatabaseProxy, Any]]:
+    """Settings whose database is reached through a TCP proxy the test can cut."""
+    proxy = DatabaseProxy(database_url)
+    await proxy.start()
+    try:
+        yield (
+            proxy,
+            llm_settings(
+                proxy.url, data_dir, stub, chat_timeout_seconds=5, database_connect_timeout=1
+            ),
+        )
+    finally:
+        await proxy.stop()
 
 
 async def _tasks(client: httpx.AsyncClient, headers: dict[str, str]) -> list[str]:
@@ -129,46 +148,39 @@ async def test_failure_before_any_tool_runs_afresh_and_is_not_listed(
 
 
 async def test_database_cut_after_a_tool(
-    database_url: str, data_dir: Path, stub: StubLLM, alice: dict[str, str]
+    behind_proxy: tuple[DatabaseProxy, Any], stub: StubLLM, alice: dict[str, str]
 ) -> None:
-    proxy = DatabaseProxy(database_url)
-    await proxy.start()
-    settings = llm_settings(
-        proxy.url, data_dir, stub, chat_timeout_seconds=5, database_connect_timeout=1
-    )
-    try:
-        async with running_app(create_app(settings)) as client:
-            stub.script(ADD_MILK, {"hang": 1, "text": "Added."})
-            key = {**alice, "Idempotency-Key": "k-3"}
-            turn = asyncio.create_task(
-                client.post("/api/chat", json={"message": "add milk"}, headers=key)
-            )
-            await _model_called(stub, 2)  # add_task has committed; the model is thinking
-            await proxy.stop()
-            r = await turn
-            assert r.status_code == 503, r.text
-            assert r.json()["code"] == "database_unavailable" and r.headers["Retry-After"]
-            await proxy.start()  # back: the turn is closed in the background
-            started = time.monotonic()
-            while True:
-                again = await client.post("/api/chat", json={"message": "add milk"}, headers=key)
-                if again.status_code == 200:
-                    break
-                assert again.status_code in (409, 503), again.text
-                assert time.monotonic() - started < settings.turn_lock_seconds + 5
-                await asyncio.sleep(0.2)
-            assert again.json()["interrupted"] is True
-            assert len(stub.requests) == 2  # never ran again
-            assert await _tasks(client, alice) == ["Milk"]
-            cid = again.json()["conversation_id"]
-            _assert_recorded(await _messages(client, cid, alice), "database was unavailable")
-            stub.script("Sure.")
-            r = await client.post(
-                "/api/chat", json={"message": "next", "conversation_id": cid}, headers=alice
-            )
-            assert r.status_code == 200
-    finally:
+    proxy, settings = behind_proxy
+    async with running_app(create_app(settings)) as client:
+        stub.script(ADD_MILK, {"hang": 1, "text": "Added."})
+        key = {**alice, "Idempotency-Key": "k-3"}
+        turn = asyncio.create_task(
+            client.post("/api/chat", json={"message": "add milk"}, headers=key)
+        )
+        await _model_called(stub, 2)  # add_task has committed; the model is thinking
         await proxy.stop()
+        r = await turn
+        assert r.status_code == 503, r.text
+        assert r.json()["code"] == "database_unavailable" and r.headers["Retry-After"]
+        await proxy.start()  # back: the turn is closed in the background
+        started = time.monotonic()
+        while True:
+            again = await client.post("/api/chat", json={"message": "add milk"}, headers=key)
+            if again.status_code == 200:
+                break
+            assert again.status_code in (409, 503), again.text
+            assert time.monotonic() - started < settings.turn_lock_seconds + 5
+            await asyncio.sleep(0.2)
+        assert again.json()["interrupted"] is True
+        assert len(stub.requests) == 2  # never ran again
+        assert await _tasks(client, alice) == ["Milk"]
+        cid = again.json()["conversation_id"]
+        _assert_recorded(await _messages(client, cid, alice), "database was unavailable")
+        stub.script("Sure.")
+        r = await client.post(
+            "/api/chat", json={"message": "next", "conversation_id": cid}, headers=alice
+        )
+        assert r.status_code == 200
 
 
 async def test_streaming_with_idempotency_key_runs_once_and_repeats_at_once(
@@ -313,41 +325,34 @@ async def test_server_killed_after_a_tool(
 
 
 async def test_chatkit_database_cut_after_a_tool(
-    database_url: str, data_dir: Path, stub: StubLLM, alice: dict[str, str]
+    behind_proxy: tuple[DatabaseProxy, Any], stub: StubLLM, alice: dict[str, str]
 ) -> None:
     """The same promise through /api/chatkit: the thread shows the committed tool call."""
+    proxy, settings = behind_proxy
     from chatkit.types import ThreadCreateParams, ThreadsCreateReq
 
     from tests.test_chatkit import add_message, stream, user_input
 
-    proxy = DatabaseProxy(database_url)
-    await proxy.start()
-    settings = llm_settings(
-        proxy.url, data_dir, stub, chat_timeout_seconds=5, database_connect_timeout=1
-    )
-    try:
-        async with running_app(create_app(settings)) as client:
-            stub.script("hello")
-            create = ThreadsCreateReq(params=ThreadCreateParams(input=user_input("hi")))
-            thread_id = (await stream(client, create, alice))[0].thread.id
-            stub.script(ADD_MILK, {"hang": 1, "text": "Added."})
-            turn = asyncio.create_task(stream(client, add_message(thread_id, "add milk"), alice))
-            await _model_called(stub, 3)
-            await proxy.stop()
-            events = await turn
-            assert events[-1].type == "error"
-            await proxy.start()
-            deadline = time.monotonic() + settings.turn_lock_seconds
-            while True:  # closed in the background once the database is back
-                messages = await _messages(client, thread_id, alice)
-                if "interrupted" in messages[-1][1]:
-                    break
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.2)
-            _assert_recorded(messages[2:], "database was unavailable")
-            assert await _tasks(client, alice) == ["Milk"]
-            stub.script("Sure.")
-            events = await stream(client, add_message(thread_id, "next"), alice)
-            assert events[-1].type == "thread.item.done"
-    finally:
+    async with running_app(create_app(settings)) as client:
+        stub.script("hello")
+        create = ThreadsCreateReq(params=ThreadCreateParams(input=user_input("hi")))
+        thread_id = (await stream(client, create, alice))[0].thread.id
+        stub.script(ADD_MILK, {"hang": 1, "text": "Added."})
+        turn = asyncio.create_task(stream(client, add_message(thread_id, "add milk"), alice))
+        await _model_called(stub, 3)
         await proxy.stop()
+        events = await turn
+        assert events[-1].type == "error"
+        await proxy.start()
+        deadline = time.monotonic() + settings.turn_lock_seconds
+        while True:  # closed in the background once the database is back
+            messages = await _messages(client, thread_id, alice)
+            if "interrupted" in messages[-1][1]:
+                break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        _assert_recorded(messages[2:], "database was unavailable")
+        assert await _tasks(client, alice) == ["Milk"]
+        stub.script("Sure.")
+        events = await stream(client, add_message(thread_id, "next"), alice)
+        assert events[-1].type == "thread.item.done"

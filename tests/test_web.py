@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +18,7 @@ from fastapi import FastAPI
 
 from backend.main import create_app
 from backend.web.router import ASSETS, STATIC_DIR
-from tests.conftest import make_settings
+from tests.conftest import make_settings, with_lifespan_state
 
 TOKEN_PATH = "/api/dev/token"
 
@@ -28,11 +27,7 @@ TOKEN_PATH = "/api/dev/token"
 async def reached_at(app: FastAPI, base_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """A client whose requests reach `app` with `base_url`'s host as the ASGI `server`."""
     async with app.router.lifespan_context(app) as state:
-
-        async def with_state(scope: Any, receive: Any, send: Any) -> None:
-            await app({**scope, "state": dict(state or {})}, receive, send)
-
-        transport = httpx.ASGITransport(app=with_state)
+        transport = httpx.ASGITransport(app=with_lifespan_state(app, state))
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
             yield client
 

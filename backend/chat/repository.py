@@ -216,7 +216,7 @@ _INTERRUPT = text(
                content = CASE WHEN id = :reply THEN :note ELSE content END
          WHERE id IN (:user_row, :reply) AND turn_id = :turn
            AND EXISTS (SELECT 1 FROM messages WHERE id = :reply AND status = 'running')
-        RETURNING id
+        RETURNING id, tool_calls
     ), dropped AS (
         DELETE FROM messages WHERE id IN (:user_row, :reply) AND turn_id = :turn
            AND status = 'pending'
@@ -226,19 +226,13 @@ _INTERRUPT = text(
                updated_at = CASE WHEN EXISTS (SELECT 1 FROM kept) THEN now() ELSE updated_at END
          WHERE id = :cid AND active_turn = :turn
     )
-    SELECT count(*) AS kept FROM kept
+    SELECT tool_calls FROM kept WHERE id = :reply
     """
 )
 # A failed first turn that committed nothing: the conversation it created goes too.
 _DROP_UNLISTED = text(
     "DELETE FROM conversations WHERE id = :cid AND user_id = :uid AND NOT listed "
     "AND active_turn = :turn"
-)
-_RELEASE = text(
-    """
-    UPDATE conversations SET active_turn = NULL, active_turn_expires_at = NULL
-     WHERE id = :cid AND active_turn = :turn
-    """
 )
 _RECORDED_TURN = text(
     """
@@ -372,9 +366,7 @@ async def finish_turn(
         "items": items or None,
         "item": item,
     }
-    async with engine.connect() as conn:
-        if (await conn.execute(_FINISH, params)).first() is None:
-            raise ConversationNotFound()
+    await _one_row(engine, _FINISH, params)
 
 
 async def interrupt_turn(
@@ -387,8 +379,8 @@ async def interrupt_turn(
     reply_row: int,
     created: bool,
     note: str = INTERRUPTED_NOTE,
-) -> bool:
-    """End a failed turn and release the claim. True if its tools had committed something."""
+) -> RecordedTurn | None:
+    """End a failed turn and release the claim; what it left if its tools had committed something."""
     params = {
         "cid": conversation_id,
         "uid": user_id,
@@ -401,16 +393,11 @@ async def interrupt_turn(
         if created:
             dropped = await conn.execute(_DROP_UNLISTED, params)
             if dropped.rowcount:
-                return False
-        kept = (await conn.execute(_INTERRUPT, params)).scalar_one()
-    return bool(kept)
-
-
-async def release_claim(
-    engine: AsyncEngine, *, conversation_id: uuid.UUID, turn: uuid.UUID
-) -> None:
-    async with engine.connect() as conn:
-        await conn.execute(_RELEASE, {"cid": conversation_id, "turn": turn})
+                return None
+        kept = (await conn.execute(_INTERRUPT, params)).first()
+    if kept is None:
+        return None
+    return RecordedTurn(conversation_id, reply_row, note, kept.tool_calls or [], interrupted=True)
 
 
 @dataclass(slots=True)
@@ -477,6 +464,15 @@ _PURGE_UNLISTED = text(
 )
 
 
+async def _one_row(engine: AsyncEngine, statement: Any, params: dict[str, Any]) -> Any:
+    """The statement's first row; a user's conversation that is not there is a 404."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(statement, params)).first()
+    if row is None:
+        raise ConversationNotFound()
+    return row
+
+
 def _conversation(row: Any) -> ConversationRow:
     return ConversationRow(row.id, row.title, row.created_at, row.updated_at)
 
@@ -484,13 +480,8 @@ def _conversation(row: Any) -> ConversationRow:
 async def get_conversation(
     engine: AsyncEngine, *, user_id: str, conversation_id: uuid.UUID
 ) -> ConversationRow:
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(_GET_CONVERSATION, {"cid": conversation_id, "uid": user_id})
-        ).first()
-    if row is None:
-        raise ConversationNotFound()
-    return _conversation(row)
+    params = {"cid": conversation_id, "uid": user_id}
+    return _conversation(await _one_row(engine, _GET_CONVERSATION, params))
 
 
 async def list_conversations(
@@ -532,24 +523,14 @@ async def list_conversations(
 async def rename_conversation(
     engine: AsyncEngine, *, user_id: str, conversation_id: uuid.UUID, title: str | None
 ) -> ConversationRow:
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(_RENAME, {"cid": conversation_id, "uid": user_id, "title": title})
-        ).first()
-    if row is None:
-        raise ConversationNotFound()
-    return _conversation(row)
+    params = {"cid": conversation_id, "uid": user_id, "title": title}
+    return _conversation(await _one_row(engine, _RENAME, params))
 
 
 async def delete_conversation(
     engine: AsyncEngine, *, user_id: str, conversation_id: uuid.UUID
 ) -> None:
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(_DELETE_CONVERSATION, {"cid": conversation_id, "uid": user_id})
-        ).first()
-    if row is None:
-        raise ConversationNotFound()
+    await _one_row(engine, _DELETE_CONVERSATION, {"cid": conversation_id, "uid": user_id})
 
 
 async def save_thread(
@@ -562,9 +543,7 @@ async def save_thread(
 ) -> None:
     """Create or retitle a conversation (ChatKit's save_thread). 404 if it is someone else's."""
     params = {"cid": conversation_id, "uid": user_id, "title": title, "created_at": created_at}
-    async with engine.connect() as conn:
-        if (await conn.execute(_SAVE_THREAD, params)).first() is None:
-            raise ConversationNotFound()
+    await _one_row(engine, _SAVE_THREAD, params)
 
 
 async def purge_unlisted(engine: AsyncEngine) -> None:
@@ -712,9 +691,7 @@ async def upsert_message(
         "item_id": item_id,
         "item": item,
     }
-    async with engine.connect() as conn:
-        if (await conn.execute(_UPSERT_ITEM, params)).first() is None:
-            raise ConversationNotFound()
+    await _one_row(engine, _UPSERT_ITEM, params)
 
 
 async def delete_message(

@@ -396,7 +396,7 @@ async def _fail(rt: ChatRuntime, turn: Turn, exc: BaseException) -> None:
 async def _close_failed(rt: ChatRuntime, turn: Turn, reason: str, *, first_try: bool) -> bool:
     """Write the failed turn's end; retried in the background while the database is down."""
     try:
-        kept = await repository.interrupt_turn(
+        recorded = await repository.interrupt_turn(
             rt.autocommit_engine,
             user_id=turn.user.id,
             conversation_id=turn.conversation_id,
@@ -411,15 +411,7 @@ async def _close_failed(rt: ChatRuntime, turn: Turn, reason: str, *, first_try: 
             log.warning("could not close failed turn %s; retrying in the background", turn.id)
             rt.spawn(_retry_close(rt, turn, reason))
         return False
-    recorded = None
-    if kept:  # what the journal holds: the tool calls that took effect
-        try:
-            recorded = await repository.recorded_turn(
-                rt.autocommit_engine, user_id=turn.user.id, turn=turn.id
-            )
-        except Exception:
-            recorded = None
-        turn.interrupted = recorded
+    turn.interrupted = recorded  # the tool calls that took effect, under the note
     if turn.key is not None:
         await _settle_key(rt, turn.key, recorded_body(recorded) if recorded else None)
     return True

@@ -112,7 +112,7 @@ async def chatkit(request: Request, user: CurrentUser) -> Response:
     try:
         if isinstance(req, _TURNS):
             await chat_rate_limit(request, user)
-            stream = await start_turn(runtime, server.store, req, user)  # type: ignore[arg-type]
+            stream = await start_turn(runtime, req, user)  # type: ignore[arg-type]
             return StreamingResponse(
                 stream,
                 media_type="text/event-stream",

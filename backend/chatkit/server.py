@@ -52,7 +52,7 @@ from backend.auth import User
 from backend.chat import repository, turn
 from backend.chat.turn import ChatRuntime
 from backend.chatkit.context import ChatKitContext
-from backend.chatkit.store import PostgresStore, item_text, thread_uuid
+from backend.chatkit.store import item_text, thread_uuid
 
 _PROGRESS = {
     "add_task": "Adding a task…",
@@ -68,9 +68,6 @@ TurnRequest = ThreadsCreateReq | ThreadsAddUserMessageReq | ThreadsRetryAfterIte
 
 class TaskChatKitServer(ChatKitServer[ChatKitContext]):
     """ChatKit's request handling for everything but turns (those never reach `respond`)."""
-
-    def __init__(self, store: PostgresStore) -> None:
-        super().__init__(store)
 
     async def respond(  # pragma: no cover - turns are routed to `start_turn`
         self,
@@ -104,9 +101,7 @@ def _user_item(message: UserMessageInput, thread_id: str) -> UserMessageItem:
     )
 
 
-async def start_turn(
-    runtime: ChatRuntime, store: PostgresStore, req: TurnRequest, user: User
-) -> AsyncIterator[bytes]:
+async def start_turn(runtime: ChatRuntime, req: TurnRequest, user: User) -> AsyncIterator[bytes]:
     """Begin the turn (HTTP errors happen here, before streaming); its ChatKit event stream."""
     prelude: list[BaseModel] = []
     adopt = False

@@ -54,12 +54,6 @@ _READ = text(
       FROM idempotency_keys WHERE user_id = :uid AND key = :key
     """
 )
-_COMPLETE_LAPSED = text(
-    """
-    UPDATE idempotency_keys SET status_code = :status, response = :response
-     WHERE user_id = :uid AND key = :key AND turn_id = :turn AND status_code IS NULL
-    """
-).bindparams(bindparam("response", type_=JSONB), bindparam("turn", type_=Uuid))
 _COMPLETE = text(
     """
     UPDATE idempotency_keys SET status_code = :status, response = :response
@@ -177,7 +171,7 @@ class IdempotencyStore:
             if row.status_code is not None:
                 return Replay(row.status_code, row.response)
             if row.lapsed:
-                replay = await self._recorded(user_id, key, row.turn_id)
+                replay = await self._recorded(user_id, key, fingerprint, row.turn_id)
                 if replay is not None:
                     return replay
                 params["lapsed"] = row.turn_id  # it left nothing: take the key over
@@ -186,18 +180,17 @@ class IdempotencyStore:
                 raise KeyInFlight(int(min(row.remaining or 1, 5)))
             await asyncio.sleep(POLL_SECONDS)
 
-    async def _recorded(self, user_id: str, key: str, turn_id: uuid.UUID | None) -> Replay | None:
+    async def _recorded(
+        self, user_id: str, key: str, fingerprint: bytes, turn_id: uuid.UUID | None
+    ) -> Replay | None:
         """The answer a dead request's turn left in the journal, stored under its key."""
         if turn_id is None or self.recorded is None:
             return None
         body = await self.recorded(user_id, turn_id)
         if body is None:
             return None
-        async with self.engine.connect() as conn:
-            await conn.execute(
-                _COMPLETE_LAPSED,
-                {"uid": user_id, "key": key, "turn": turn_id, "status": 200, "response": body},
-            )
+        # Same key, same request (the hash matched): store the recorded answer under it.
+        await IdempotencyClaim(self, user_id, key, fingerprint, turn_id).complete(200, body)
         return Replay(200, body)
 
     async def purge_expired(self) -> None:
