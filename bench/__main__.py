@@ -165,28 +165,37 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-@contextmanager
-def database(tmp: Path) -> Any:
-    """A fresh database: on BENCH_DATABASE_URL's server, or on an embedded PostgreSQL."""
+def database_server(tmp: Path) -> str:
+    """BENCH_DATABASE_URL's server, or an embedded PostgreSQL (started on first use)."""
     server = os.environ.get("BENCH_DATABASE_URL")
     if server:
-        server = normalize_database_url(server).replace("postgresql+psycopg://", "postgresql://", 1)
-    else:
-        from backend.db import embedded_database_url
+        return normalize_database_url(server).replace("postgresql+psycopg://", "postgresql://", 1)
+    from backend.db import embedded_database_url
 
-        server = embedded_database_url(tmp).replace("postgresql+psycopg://", "postgresql://", 1)
+    return embedded_database_url(tmp).replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@contextmanager
+def database(tmp: Path, source: Path | None = None) -> Any:
+    """A fresh database on `database_server`, migrated by this tree (or by `source`'s tree)."""
+    server = database_server(tmp)
     name = "bench_" + secrets.token_hex(4)
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     base, _, query = server.partition("?")
     url = base.rsplit("/", 1)[0] + "/" + name + (("?" + query) if query else "")
     try:
-        migrate(normalize_database_url(url))
+        if source is None:
+            migrate(normalize_database_url(url))
+        else:  # the baseline's own migrations, run by its own alembic env
+            env = {**isolated_env(), "DATABASE_URL": url, "PYTHONPATH": str(source)}
+            alembic = [sys.executable, "-m", "alembic", "upgrade", "head"]
+            subprocess.run(alembic, cwd=source, env=env, check=True, stdout=subprocess.DEVNULL)
         yield url
     finally:
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if not os.environ.get("BENCH_DATABASE_URL"):
+        if source is None and not os.environ.get("BENCH_DATABASE_URL"):
             # Stop the embedded server now: its atexit hook runs after `tmp` is deleted, when
             # `pg_ctl stop` can no longer find the data directory and postgres lingers.
             from backend.embedded import stop_embedded
@@ -194,8 +203,10 @@ def database(tmp: Path) -> Any:
             stop_embedded(tmp)
 
 
-def start(cmd: list[str], env: dict[str, str], stack: ExitStack) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+def start(
+    cmd: list[str], env: dict[str, str], stack: ExitStack, cwd: Path = ROOT
+) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd)
 
     def stop() -> None:
         proc.terminate()
@@ -209,9 +220,10 @@ def start(cmd: list[str], env: dict[str, str], stack: ExitStack) -> subprocess.P
 
 
 def serve(
-    env: dict[str, str], port: int, stack: ExitStack, workers: int = 1
+    env: dict[str, str], port: int, stack: ExitStack, workers: int = 1, source: Path = ROOT
 ) -> subprocess.Popen[bytes]:
-    """The service with `workers` uvicorn workers on `port`, up and answering /health."""
+    """The service (from the tree at `source`) with `workers` uvicorn workers on `port`, up and
+    answering /health."""
     server = start(
         [
             sys.executable,
@@ -228,11 +240,24 @@ def serve(
             "--log-level",
             "warning",
         ],
-        env,
+        {**env, "PYTHONPATH": str(source)} if source != ROOT else env,
         stack,
+        source,
     )
     wait_http(f"http://127.0.0.1:{port}/health", server)
     return server
+
+
+def baseline_tree(rev: str, into: Path) -> Path:
+    """The files of git revision `rev` of this repository, extracted into `into`."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", rev],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -665,8 +690,14 @@ class Bench:
         return statistics.median(run.latencies), cpu
 
 
+BASELINE = 0
+"""The `benches` key of the --baseline server (one worker, another build of the service)."""
+
+
 def label(workload: str, workers: int) -> str:
-    """Results key: `W2` with one worker, `W2/2w` with two."""
+    """Results key: `W2` with one worker, `W2/2w` with two, `W2/baseline` on the baseline."""
+    if workers == BASELINE:
+        return f"{workload}/baseline"
     return workload if workers == 1 else f"{workload}/{workers}w"
 
 
@@ -703,13 +734,15 @@ async def drive(
     benches: dict[int, Bench], sizes: Sizes, only: set[str], limited: Bench | None = None
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    first = next(iter(benches.values()))
+    first = benches[min(n for n in benches if n != BASELINE)]
     await first.latency(0)
     for n, bench in benches.items():
-        await bench.warm_up(sizes.warmup, n)
+        await bench.warm_up(sizes.warmup, max(n, 1))
+    # The baseline's loads run right after the 1-worker server's, round by round.
+    order = sorted(benches, key=lambda n: (n > 1, n))
     turn_loads = {
         (w, n): Load(TURN_LOADS[w], label(w, n).lower().replace("/", "-"), sizes.w2_users)
-        for n in benches
+        for n in order
         for w in TURN_LOADS
         if w in only
     }
@@ -733,7 +766,15 @@ async def drive(
                 ratios[f"{w}_over_W2_cpu"] = round(
                     results[label(w, n)]["cpu_ms_per_turn"] / base["cpu_ms_per_turn"], 2
                 )
-        if base and n != 1 and "W2" in results:
+        if base and n == BASELINE:
+            for w in ("W2", "W5", "W6"):
+                if label(w, 1) in results and label(w, n) in results:
+                    ratios[f"{w}_cpu_over_baseline"] = round(
+                        results[label(w, 1)]["cpu_ms_per_turn"]
+                        / results[label(w, n)]["cpu_ms_per_turn"],
+                        2,
+                    )
+        elif base and n != 1 and "W2" in results:
             ratios["W2_turns_per_s_over_1_worker"] = round(
                 base["turns_per_s"] / results["W2"]["turns_per_s"], 2
             )
@@ -746,6 +787,8 @@ async def drive(
         if ratios:
             results[label("ratios", n)] = ratios
     for n, bench in benches.items():
+        if n == BASELINE:
+            continue
         for w, kind in (("W3", "plain"), ("W3s", "stream")):
             if w.upper() in only:
                 results[label(w, n)] = await slow_model(bench, sizes, kind)
@@ -756,7 +799,7 @@ async def drive(
         await limited.session().close()
     for n, bench in benches.items():
         results[label("server", n)] = {
-            "workers": n,
+            "workers": max(n, 1),
             "rss_mb_end": round(rss_mb(bench.pid), 1),
             "worker_restarts": bench.worker_restarts(),
         }
@@ -963,6 +1006,9 @@ RATIO_TARGETS = {
     "W5_over_W2_cpu": "≤ 1.15",
     "W6_over_W2_cpu": "≤ 1.3",
     "W2_turns_per_s_over_1_worker": "≥ 1.7",
+    "W2_cpu_over_baseline": "≤ 1.1",
+    "W5_cpu_over_baseline": "≤ 1.1",
+    "W6_cpu_over_baseline": "≤ 1.1",
 }
 
 
@@ -989,6 +1035,12 @@ def main() -> None:
         "--workers",
         default="1,2",
         help="uvicorn worker counts, one server each (W2, W3, W3s, W5, W6 run on every one)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run W2, W5 and W6 on this git revision of the service (one worker, its own "
+        "database, this venv), interleaved with the 1-worker server: `W2_cpu_over_baseline`",
     )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument(
@@ -1029,14 +1081,21 @@ def main() -> None:
         # The development key, before several workers race to create it.
         load_or_create_dev_key(tmp_path / "data")
 
-        def bench_on(server_env: dict[str, str], port: int, workers: int = 1) -> Bench:
-            pid = serve(server_env, port, stack, workers).pid
+        def bench_on(
+            server_env: dict[str, str], port: int, workers: int = 1, source: Path = ROOT
+        ) -> Bench:
+            pid = serve(server_env, port, stack, workers, source).pid
             stub_url = f"http://127.0.0.1:{stub_port}/v1"
-            return Bench(f"http://127.0.0.1:{port}", stub_url, pid, tmp_path / "data", db_url)
+            url = server_env["DATABASE_URL"]
+            return Bench(f"http://127.0.0.1:{port}", stub_url, pid, tmp_path / "data", url)
 
         benches = {
             n: bench_on(env, server_port if n == counts[0] else free_port(), n) for n in counts
         }
+        if args.baseline:
+            source = baseline_tree(args.baseline, tmp_path / "baseline")
+            base_db = stack.enter_context(database(tmp_path, source))
+            benches[BASELINE] = bench_on({**env, "DATABASE_URL": base_db}, free_port(), 1, source)
         others = {"stub": functools.partial(cpu_ms, stub.pid)}
         postmaster = tmp_path / "pg" / "postmaster.pid"
         if postmaster.exists():  # the embedded server (BENCH_DATABASE_URL's is not ours to read)
