@@ -169,7 +169,6 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             chat = ChatRuntime(
                 settings=settings,
                 autocommit_engine=autocommit_engine,
-                sessions=sessions,
                 agent=build_agent(settings, agent_model, http),
             )
             mcp = build_mcp_server(app)

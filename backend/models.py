@@ -3,6 +3,14 @@
 from backend.chat.models import Conversation, Message
 from backend.db import metadata
 from backend.reliability.models import IdempotencyKey, RateLimitState
-from backend.tasks.models import Task
+from backend.tasks.models import Task, TaskCount
 
-__all__ = ["Conversation", "IdempotencyKey", "Message", "RateLimitState", "Task", "metadata"]
+__all__ = [
+    "Conversation",
+    "IdempotencyKey",
+    "Message",
+    "RateLimitState",
+    "Task",
+    "TaskCount",
+    "metadata",
+]

@@ -39,6 +39,12 @@ async def sessions(database_url: str, settings: Settings) -> AsyncIterator[Sessi
     await engine.dispose()
 
 
+def context_for(sessions: Sessions, user: str = "alice") -> TurnContext:
+    """A turn's context outside a turn (no journal): tools on the autocommit engine."""
+    engine = sessions.kw["bind"].execution_options(isolation_level="AUTOCOMMIT")
+    return TurnContext(user_id=user, engine=engine)
+
+
 @pytest.fixture
 def agent() -> Agent[TurnContext]:
     return Agent[TurnContext](
@@ -65,7 +71,7 @@ async def say(
     history: list[Any] | None = None,
     user: str = "alice",
 ) -> Turn:
-    ctx = TurnContext(user_id=user, sessions=sessions)
+    ctx = context_for(sessions, user)
     items = [*(history or []), {"role": "user", "content": message}]
     result = await Runner.run(agent, items, context=ctx)
     return Turn(
@@ -402,7 +408,7 @@ async def test_without_the_tool_it_says_so(sessions: Sessions) -> None:
 
 
 async def test_usage_is_reported(agent: Agent[TurnContext], sessions: Sessions) -> None:
-    ctx = TurnContext(user_id="alice", sessions=sessions)
+    ctx = context_for(sessions)
     result = await Runner.run(agent, "add a task to buy milk", context=ctx)
     usage = result.context_wrapper.usage
     assert usage.requests == 2
@@ -412,7 +418,7 @@ async def test_usage_is_reported(agent: Agent[TurnContext], sessions: Sessions) 
 
 async def test_streaming_sends_text_deltas(agent: Agent[TurnContext], sessions: Sessions) -> None:
     await add(sessions, "Buy milk")
-    ctx = TurnContext(user_id="alice", sessions=sessions)
+    ctx = context_for(sessions)
     result = Runner.run_streamed(agent, "mark the milk task as done", context=ctx)
     raw: list[str] = []
     deltas: list[str] = []

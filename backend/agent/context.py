@@ -4,13 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-Journal = Callable[[AsyncSession, dict[str, Any], list[dict[str, Any]]], Awaitable[None]]
-"""Records one tool call (`{"tool", "arguments", "result"}` and its model items) in the
-transaction that made the call's task change."""
+from backend.tasks.service import MAX_TASKS_PER_USER
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One tool call as the model made it."""
+
+    name: str
+    arguments: dict[str, Any]
+    """Only the tool's own parameters (anything else the model sent is dropped)."""
+    item: dict[str, Any]
+    """The model's function-call item, as it is replayed (provider extras included)."""
+
+
+class Journal(Protocol):
+    """The turn's journal (`chat.turn`): records a tool call in the statement that made it."""
+
+    async def __call__(self, ctes: str, params: dict[str, Any], call: Call) -> str | None:
+        """Run `ctes`, which define `output(text)` (the call's result as JSON text), with the
+        record of `call` in one statement; the output, or None if `output` had no row."""
+        ...
 
 
 @dataclass
@@ -19,9 +37,9 @@ class TurnContext:
 
     user_id: str
     """The token's `sub`. Tools act on this user's tasks and no one else's."""
-    sessions: async_sessionmaker[AsyncSession]
-    """Where tools open their transactions (a real transaction: the task change and its journal
-    record commit together)."""
+    engine: AsyncEngine
+    """Where tools run their statements: autocommit (each write action is one statement)."""
+    max_tasks: int = MAX_TASKS_PER_USER
     token: str = field(default="", repr=False)
     """The caller's bearer token, forwarded only when tools run over our own MCP server."""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)

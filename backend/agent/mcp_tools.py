@@ -4,7 +4,7 @@ The caller's bearer token is forwarded with every call, so the MCP server (ours,
 MCP_SERVER_URL) verifies it and acts for the same user; nothing else changes for the agent.
 Our server is stateless, so each call is one JSON-RPC `tools/call` POST over the process's
 shared HTTP pool (no session, no `initialize` round trip). The task change commits on the MCP
-server; the turn's journal records it right after, in a transaction of ours.
+server; the turn's journal records it right after, in a statement of ours.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from backend.agent.context import TurnContext
-from backend.agent.tools import Record
+from backend.agent.context import Call, TurnContext
 from backend.errors import AppError, ServiceUnavailable
+from backend.tasks.actions import GIVEN_OUTPUT, cap_output
 
 _ids = itertools.count(1)
 # The newest version with the classic request shape (2026-07-28 wants a `_meta` envelope).
@@ -34,14 +34,12 @@ class McpToolClient:
         self.http = http
         self.timeout = aiohttp.ClientTimeout(total=timeout)
 
-    async def __call__(
-        self, ctx: TurnContext, name: str, arguments: dict[str, Any], record: Record
-    ) -> dict[str, Any]:
+    async def __call__(self, ctx: TurnContext, call: Call, max_output_chars: int) -> str:
         request = {
             "jsonrpc": "2.0",
             "id": next(_ids),
             "method": "tools/call",
-            "params": {"name": name, "arguments": arguments},
+            "params": {"name": call.name, "arguments": call.arguments},
         }
         headers = {
             "Authorization": f"Bearer {ctx.token}",
@@ -66,9 +64,10 @@ class McpToolClient:
             raise RemoteToolError(text)
         parsed = orjson.loads(text)
         outcome = parsed if isinstance(parsed, dict) else {"result": parsed}
-        async with ctx.sessions.begin() as db:
-            await record(db, outcome)
-        return outcome
+        output = orjson.dumps(cap_output(outcome, max_output_chars)).decode()
+        if ctx.journal is not None:
+            await ctx.journal(GIVEN_OUTPUT, {"output": output}, call)
+        return output
 
 
 def _json_rpc_result(raw: bytes, content_type: str) -> dict[str, Any]:

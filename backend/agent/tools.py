@@ -14,20 +14,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from agents import FunctionTool, RunContextWrapper
+from agents import FunctionTool
 from agents.tool_context import ToolContext
 from openai.types.responses import ResponseFunctionToolCall
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.agent.context import TurnContext
+from backend.agent.context import Call, TurnContext
 from backend.errors import AppError
 from backend.observability import metrics
-from backend.tasks.actions import ACTIONS, list_hint
+from backend.tasks import actions
+from backend.tasks.actions import MAX_OUTPUT_CHARS, cap_output
 
 log = logging.getLogger(__name__)
-
-MAX_OUTPUT_CHARS = 16_000
-"""The default of MAX_TOOL_OUTPUT_CHARS: the largest tool result (as JSON) a turn keeps."""
 
 _TASK_ID = {"type": "integer", "description": "The task's id, as shown by list_tasks."}
 
@@ -100,19 +97,32 @@ TOOL_SPECS: dict[str, dict[str, Any]] = {
 }
 
 
-Record = Callable[[AsyncSession, dict[str, Any]], Awaitable[None]]
-"""Journals a call's result inside the transaction that made its change."""
-Executor = Callable[[TurnContext, str, dict[str, Any], Record], Awaitable[dict[str, Any]]]
+Executor = Callable[[TurnContext, Call, int], Awaitable[str]]
+"""Runs a call for the context's user, journaled when the context has a journal; returns the
+result as JSON text of at most the given number of characters."""
 
 
-async def in_process(
-    ctx: TurnContext, name: str, arguments: dict[str, Any], record: Record
-) -> dict[str, Any]:
-    """The default transport: the task action and its journal record in one transaction."""
-    async with ctx.sessions.begin() as session:
-        result = await ACTIONS[name](session, ctx.user_id, **arguments)
-        await record(session, result)
-    return result
+async def in_process(ctx: TurnContext, call: Call, max_output_chars: int) -> str:
+    """The default transport: a write action and its journal record are one statement."""
+    write = actions.plan(call.name, ctx.user_id, call.arguments, ctx.max_tasks)
+    if write is None or ctx.journal is None:
+        async with ctx.engine.connect() as db:
+            output = await actions.run(
+                db,
+                call.name,
+                ctx.user_id,
+                call.arguments,
+                max_tasks=ctx.max_tasks,
+                max_output_chars=max_output_chars,
+            )
+        if ctx.journal is not None:  # a read: recorded after it, in a statement of its own
+            await ctx.journal(actions.GIVEN_OUTPUT, {"output": output}, call)
+        return output
+    params = {**write.params, "max_output": max_output_chars}
+    recorded = await ctx.journal(write.ctes, params, call)
+    if recorded is None:
+        raise write.missing
+    return recorded
 
 
 def _call_item(
@@ -129,44 +139,6 @@ def _call_item(
     }
 
 
-def cap_output(result: dict[str, Any], max_chars: int = MAX_OUTPUT_CHARS) -> dict[str, Any]:
-    """`result`, cut so that its JSON is at most `max_chars` characters.
-
-    A task list keeps as many whole tasks as fit (with `count` and a hint to narrow the list);
-    any other oversized result becomes a truncated copy of its JSON text. What the model reads
-    and what is stored with the turn are both this capped result.
-    """
-    encoded = orjson.dumps(result)
-    if len(encoded) <= max_chars:  # bytes >= characters: a cheap, safe first check
-        return result
-    if len(encoded.decode()) <= max_chars:
-        return result
-    tasks = result.get("tasks")
-    if isinstance(tasks, list):
-        count = result.get("count", len(tasks))
-        count = count if isinstance(count, int) else len(tasks)
-        low, high = 0, len(tasks)  # the most tasks that fit: binary search on the JSON length
-        while low < high:
-            mid = (low + high + 1) // 2
-            trial = _task_page(result, tasks[:mid], count)
-            if len(orjson.dumps(trial).decode()) <= max_chars:
-                low = mid
-            else:
-                high = mid - 1
-        capped = _task_page(result, tasks[:low], count)
-        if len(orjson.dumps(capped).decode()) <= max_chars:
-            return capped
-    text = encoded.decode()
-    return {"truncated": True, "output": text[: max(0, max_chars - 64)]}
-
-
-def _task_page(result: dict[str, Any], tasks: list[Any], count: int) -> dict[str, Any]:
-    page = {**result, "tasks": tasks, "count": count}
-    if count > len(tasks):
-        page["hint"] = list_hint(len(tasks), count)
-    return page
-
-
 async def run_action(
     ctx: TurnContext,
     name: str,
@@ -174,42 +146,34 @@ async def run_action(
     executor: Executor = in_process,
     call: ResponseFunctionToolCall | None = None,
     max_output_chars: int = MAX_OUTPUT_CHARS,
-) -> dict[str, Any]:
-    """Run one task action for the context's user; failures come back as `{"error": ...}`.
-
-    The result is capped (`cap_output`) before it is recorded or returned to the model.
-    """
+) -> str:
+    """Run one task action for the context's user: its result as JSON text (what the model
+    reads and the journal keeps), `{"error": ...}` if it failed, at most `max_output_chars`."""
     allowed = TOOL_SPECS[name]["parameters"]["properties"]
     kwargs = {k: v for k, v in arguments.items() if k in allowed}
     # Parallel calls finish in any order; the turn lists them in the order the model made them.
     entry: dict[str, Any] = {"tool": name, "arguments": kwargs, "result": {}}
     ctx.tool_calls.append(entry)
     await _notify(ctx, {"type": "tool_call", "tool": name, "arguments": kwargs})
-
-    async def record(session: AsyncSession, result: dict[str, Any]) -> None:
-        if ctx.journal is not None:
-            result = cap_output(result, max_output_chars)
-            item = _call_item(call, name, kwargs)
-            output = {
-                "type": "function_call_output",
-                "call_id": item["call_id"],
-                "output": orjson.dumps(result).decode(),
-            }
-            await ctx.journal(session, {**entry, "result": result}, [item, output])
-
     try:
-        result = await executor(ctx, name, kwargs, record)
+        output = await executor(
+            ctx, Call(name, kwargs, _call_item(call, name, kwargs)), max_output_chars
+        )
+        result = orjson.loads(output)
     except AppError as exc:
         result = {"error": exc.detail}
+        output = ""
     except TypeError:
-        result = {
-            "error": f"{name} needs: {', '.join(TOOL_SPECS[name]['parameters'].get('required', []))}"
-        }
-    result = cap_output(result, max_output_chars)
+        required = ", ".join(TOOL_SPECS[name]["parameters"].get("required", []))
+        result = {"error": f"{name} needs: {required}"}
+        output = ""
+    capped = cap_output(result, max_output_chars)
+    if capped is not result or not output:
+        result, output = capped, orjson.dumps(capped).decode()
     metrics.tool_call(name, result)
     entry["result"] = result
     await _notify(ctx, {"type": "tool_result", "tool": name, "result": result})
-    return result
+    return output
 
 
 async def _notify(ctx: TurnContext, event: dict[str, Any]) -> None:
@@ -220,20 +184,21 @@ async def _notify(ctx: TurnContext, event: dict[str, Any]) -> None:
 
 
 def _make_tool(name: str, executor: Executor, max_output_chars: int) -> FunctionTool:
-    async def invoke(wrapper: RunContextWrapper[TurnContext], raw_arguments: str) -> str:
+    async def invoke(context: ToolContext[TurnContext], raw_arguments: str) -> str:
         try:
             arguments = orjson.loads(raw_arguments or "{}")
         except orjson.JSONDecodeError:
             arguments = None
         if not isinstance(arguments, dict):
             result: dict[str, Any] = {"error": "arguments must be a JSON object"}
-            wrapper.context.tool_calls.append({"tool": name, "arguments": {}, "result": result})
-        else:
-            call = wrapper.tool_call if isinstance(wrapper, ToolContext) else None
-            result = await run_action(
-                wrapper.context, name, arguments, executor, call, max_output_chars
-            )
-        return orjson.dumps(result).decode()
+            context.context.tool_calls.append({"tool": name, "arguments": {}, "result": result})
+            return orjson.dumps(result).decode()
+        call = context.tool_call if isinstance(context, ToolContext) else None
+        return await run_action(context.context, name, arguments, executor, call, max_output_chars)
+
+    # Resolved, not strings: the SDK reads them on every call to pick the context it passes
+    # (a ToolContext, with the model's call, for this annotation).
+    invoke.__annotations__ = {"context": ToolContext, "raw_arguments": str, "return": str}
 
     spec = TOOL_SPECS[name]
     return FunctionTool(

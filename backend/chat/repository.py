@@ -2,14 +2,14 @@
 
 The turn engine (`chat.turn`), the REST conversations API and the ChatKit store all call these
 functions; none of them writes SQL of its own. Each function is one statement (one round trip)
-on the autocommit engine, except `record_tool_call`, which runs inside the tool's own
-transaction so the task change and its record commit together.
+on the autocommit engine; `record_tool_call` appends its record to the statement of the tool's
+task change (`tasks.actions`), so the change and its record commit together.
 
 The turn journal (see `chat.turn` for the rules):
 - `start_turn` claims (or creates) the conversation and writes the user message and a reply
   placeholder, both `pending` (hidden from every read);
 - `record_tool_call` appends a tool call to the placeholder (now `running`) and makes the user
-  message and the conversation visible, in the tool's transaction;
+  message and the conversation visible, in the statement that makes the call's change;
 - `finish_turn` writes the reply (`done`); `interrupt_turn` writes a note (`interrupted`) if a
   tool committed, else removes the turn's rows (and a conversation the turn created).
 A `running` reply whose turn no longer holds the claim (the process died) reads as interrupted.
@@ -17,15 +17,17 @@ A `running` reply whose turn no longer holds the claim (the process died) reads 
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Uuid, bindparam, text
+import orjson
+from sqlalchemy import TextClause, Uuid, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from backend.chat.history import INTERRUPTED_NOTE
 from backend.errors import Conflict, NotFound
@@ -166,20 +168,41 @@ _CLAIM_STATE = text(
     """
 )
 
-_RECORD_TOOL_CALL = text(
-    """
-    WITH shown AS (
-        UPDATE conversations SET listed = true WHERE id = :cid AND NOT listed
+# Appended to CTEs that define `output(text)`, the call's result (a task change's CTEs before them
+# make the change and its record one statement). The token count is an estimate (bytes / 3)
+# until `finish_turn` counts the whole reply; it only matters to a turn that never finishes.
+_RECORD_TOOL_CALL = """
+    , recorded AS (
+        UPDATE messages
+           SET status = CASE WHEN messages.id = :reply THEN 'running' ELSE 'done' END,
+               tool_calls = CASE WHEN messages.id = :reply
+                   THEN COALESCE(tool_calls, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+                       'tool', CAST(:tool AS text), 'arguments', CAST(:arguments AS jsonb),
+                       'result', CAST(o.text AS jsonb)))
+                   ELSE tool_calls END,
+               items = CASE WHEN messages.id = :reply
+                   THEN COALESCE(items, '[]'::jsonb) || jsonb_build_array(
+                       CAST(:call_item AS jsonb),
+                       jsonb_build_object('type', 'function_call_output',
+                                          'call_id', CAST(:call_id AS text), 'output', o.text))
+                   ELSE items END,
+               token_count = CASE WHEN messages.id = :reply
+                   THEN token_count + (:call_bytes + octet_length(o.text)) / 3
+                   ELSE token_count END
+          FROM output AS o
+         WHERE messages.id IN (:user_row, :reply) AND messages.turn_id = :turn
+    ), shown AS (
+        UPDATE conversations SET listed = true
+         WHERE id = :cid AND NOT listed AND EXISTS (SELECT 1 FROM output)
     )
-    UPDATE messages
-       SET status = CASE WHEN id = :reply THEN 'running' ELSE 'done' END,
-           tool_calls = CASE WHEN id = :reply THEN COALESCE(tool_calls, '[]'::jsonb) || :call
-                             ELSE tool_calls END,
-           items = CASE WHEN id = :reply THEN COALESCE(items, '[]'::jsonb) || :items ELSE items END,
-           token_count = CASE WHEN id = :reply THEN token_count + :tokens ELSE token_count END
-     WHERE id IN (:user_row, :reply) AND turn_id = :turn
-    """
-).bindparams(bindparam("call", type_=JSONB), bindparam("items", type_=JSONB))
+    SELECT text FROM output
+"""
+
+
+@functools.cache
+def _recorded(ctes: str) -> TextClause:
+    return text("WITH " + ctes + _RECORD_TOOL_CALL)
+
 
 _FINISH = text(
     """
@@ -314,29 +337,39 @@ async def start_turn(
 
 
 async def record_tool_call(
-    session: AsyncSession,
+    engine: AsyncEngine,
     *,
     conversation_id: uuid.UUID,
     turn: uuid.UUID,
     user_row: int | None,
     reply_row: int,
-    call: dict[str, Any],
-    items: list[dict[str, Any]],
-    tokens: int,
-) -> None:
-    """Journal one tool call in the transaction that made its task change."""
-    await session.execute(
-        _RECORD_TOOL_CALL,
-        {
-            "cid": conversation_id,
-            "turn": turn,
-            "user_row": user_row if user_row is not None else reply_row,
-            "reply": reply_row,
-            "call": [call],
-            "items": items,
-            "tokens": tokens,
-        },
-    )
+    tool: str,
+    arguments: dict[str, Any],
+    call_item: dict[str, Any],
+    ctes: str,
+    params: dict[str, Any],
+) -> str | None:
+    """Journal one tool call in the statement that makes its change.
+
+    `ctes` define `output(text)`, the call's result as JSON text (after the change's own CTEs,
+    if any; `params` are theirs). Returns that text, or None when `output` has no row (the
+    change found no task): then nothing is recorded.
+    """
+    item = orjson.dumps(call_item).decode()
+    journal = {
+        "cid": conversation_id,
+        "turn": turn,
+        "user_row": user_row if user_row is not None else reply_row,
+        "reply": reply_row,
+        "tool": tool,
+        "arguments": orjson.dumps(arguments).decode(),
+        "call_item": item,
+        "call_bytes": len(item),
+        "call_id": call_item.get("call_id", ""),
+    }
+    async with engine.connect() as conn:
+        output: str | None = (await conn.execute(_recorded(ctes), {**params, **journal})).scalar()
+    return output
 
 
 async def finish_turn(

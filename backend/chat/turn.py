@@ -23,6 +23,7 @@ turn as recorded, and only a turn that committed nothing runs again.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 import uuid
@@ -34,10 +35,10 @@ import openai
 from agents import Agent, MaxTurnsExceeded, Runner, RunResult, RunResultStreaming
 from agents.exceptions import AgentsException, ModelBehaviorError
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.agent.chat_model import ProviderError
-from backend.agent.context import Journal, TurnContext
+from backend.agent.context import Call, Journal, TurnContext
 from backend.agent.items import text_of
 from backend.auth import User
 from backend.chat import repository
@@ -68,21 +69,21 @@ class ChatRuntime:
 
     settings: Settings
     autocommit_engine: AsyncEngine
-    """Single-statement units (the journal's statements are each atomic on their own)."""
-    sessions: async_sessionmaker[AsyncSession]
-    """Real transactions: a tool's task change and its journal record."""
+    """Single-statement units: the journal's statements, and a tool's task change with its
+    record, are each atomic on their own."""
     agent: Agent[TurnContext]
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     """Turns whose clients left and clean-ups being retried (kept referenced; awaited at shutdown)."""
 
     def agent_for_run(self) -> Agent[TurnContext]:
-        """A shallow clone for one run: the same tools and model, its own identity.
+        """A shallow copy for one run: the same tools and model, its own identity.
 
         The SDK checks every concurrent run of one Agent object against all the others (to detect
-        tools changing mid-run), which costs O(concurrent runs) per step; a clone per run keeps
-        that check O(1). The clone holds nothing per user.
+        tools changing mid-run), which costs O(concurrent runs) per step; a copy per run keeps
+        that check O(1). The copy holds nothing per user. (`copy.copy`, not `Agent.clone`: the
+        clone re-validates the agent, resolving its type hints, on every turn.)
         """
-        return self.agent.clone()
+        return copy.copy(self.agent)
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
@@ -178,26 +179,31 @@ async def begin(
         reply_item_id=reply_item_id,
         title=title,
         history=history,
-        context=TurnContext(user_id=user.id, sessions=rt.sessions, token=user.token),
+        context=TurnContext(
+            user_id=user.id,
+            engine=rt.autocommit_engine,
+            max_tasks=settings.max_tasks_per_user,
+            token=user.token,
+        ),
         key=key,
     )
-    turn.context.journal = _journal(turn)
+    turn.context.journal = _journal(rt, turn)
     return turn
 
 
-def _journal(turn: Turn) -> Journal:
-    async def record(
-        session: AsyncSession, call: dict[str, Any], items: list[dict[str, Any]]
-    ) -> None:
-        await repository.record_tool_call(
-            session,
+def _journal(rt: ChatRuntime, turn: Turn) -> Journal:
+    async def record(ctes: str, params: dict[str, Any], call: Call) -> str | None:
+        return await repository.record_tool_call(
+            rt.autocommit_engine,
             conversation_id=turn.conversation_id,
             turn=turn.id,
             user_row=turn.user_row,
             reply_row=turn.reply_row,
-            call=call,
-            items=items,
-            tokens=await count_tokens_async("", items),
+            tool=call.name,
+            arguments=call.arguments,
+            call_item=call.item,
+            ctes=ctes,
+            params=params,
         )
 
     return record

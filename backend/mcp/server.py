@@ -19,7 +19,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent
 from starlette.requests import Request
 
-from backend.agent.tools import TOOL_SPECS, cap_output
+from backend.agent.tools import TOOL_SPECS
 from backend.deps import app_state
 from backend.errors import AppError
 from backend.mcp.auth import McpContext, caller
@@ -57,11 +57,11 @@ async def _run(ctx: McpContext, name: str, **arguments: Any) -> CallToolResult:
     try:
         user = caller(ctx)
         await limit_writes(_request(ctx), user)
-        result = await actions.run_in_transaction(_sessions(ctx), name, user.id, arguments)
+        limit = app_state(_request(ctx)).settings.max_tool_output_chars
+        result = await actions.run_in_transaction(_sessions(ctx), name, user.id, arguments, limit)
     except AppError as exc:
         # Returned, not raised: the SDK would prefix "Error executing tool <name>: ".
         return CallToolResult(content=[TextContent(type="text", text=exc.detail)], is_error=True)
-    result = cap_output(result, app_state(_request(ctx)).settings.max_tool_output_chars)
     text = orjson.dumps(result).decode()
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=result)
 

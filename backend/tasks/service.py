@@ -6,21 +6,27 @@ Functions flush; the caller's unit of work commits.
 
 A user holds at most `max_tasks_per_user` tasks (read from `session.info`, where the app's session
 factories put the MAX_TASKS_PER_USER setting); `create_task` keeps that count exact under
-concurrent creates by serialising them per user.
+concurrent creates: the user's row in `task_counts` moves in the same statement as the insert or
+delete (see `Change`).
 """
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, literal, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from backend.errors import Conflict, InvalidInput, NotFound
+from backend.errors import AppError, Conflict, InvalidInput, NotFound
 from backend.tasks.models import Task
 from backend.tasks.schemas import TaskStatus
 from backend.textrules import clean_text, require_storable
-from backend.timeutil import utcnow
+
+Db = AsyncSession | AsyncConnection
+"""Where the functions run: a session (in a transaction) or an autocommit connection. A write
+is one statement either way."""
 
 TITLE_MAX = 200
 DESCRIPTION_MAX = 2000
@@ -88,46 +94,119 @@ def _check_id(task_id: Any) -> int:
     return task_id
 
 
-def max_tasks(session: AsyncSession) -> int:
-    limit = session.info.get("max_tasks_per_user", MAX_TASKS_PER_USER)
+def max_tasks(db: Db) -> int:
+    """The MAX_TASKS_PER_USER of the app's session factories (the default for anything else)."""
+    limit = (
+        db.info.get("max_tasks_per_user", MAX_TASKS_PER_USER)
+        if isinstance(db, AsyncSession)
+        else MAX_TASKS_PER_USER
+    )
     return int(limit)
 
 
-async def create_task(
-    session: AsyncSession, user_id: str, title: Any, description: Any = None
-) -> Task:
-    """Insert a task unless the user is at the limit (409 `task_limit_reached`).
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One task change as SQL: common table expressions, the one named `task` returning the
+    changed task's row (TASK_COLUMNS), or nothing when `missing` applies.
 
-    Must be the first statement of its unit of work: it needs a real transaction (also on the
-    chat path's autocommit engine) so that the per-user lock holds until the insert commits.
-    Under READ COMMITTED the insert's count then sees every task committed before the lock.
+    `apply` runs it as a statement of its own; the agent's tools put more CTEs after it (the
+    action's result, the turn journal's record), so that the change and its record are one
+    statement: atomic without a transaction, one round trip.
     """
+
+    ctes: str
+    params: dict[str, Any]
+    missing: AppError
+
+
+TASK_COLUMNS = "id, user_id, title, description, completed, created_at, updated_at"
+
+# The count row is locked by the upsert, and a concurrent create re-checks the limit against
+# the committed count after waiting: exact under any concurrency, without a second statement.
+_CREATE = f"""
+    slot AS (
+        INSERT INTO task_counts AS c (user_id, tasks) VALUES (:uid, 1)
+        ON CONFLICT (user_id) DO UPDATE SET tasks = c.tasks + 1 WHERE c.tasks < :task_limit
+        RETURNING 1
+    ), task AS (
+        INSERT INTO tasks (user_id, title, description)
+        SELECT :uid, :title, :description FROM slot
+        RETURNING {TASK_COLUMNS}
+    )"""
+_UPDATE = f"""
+    task AS (
+        UPDATE tasks
+           SET title = CASE WHEN :set_title THEN CAST(:title AS varchar) ELSE title END,
+               description = CASE WHEN :set_description THEN CAST(:description AS text)
+                                  ELSE description END,
+               completed = CASE WHEN :set_completed THEN CAST(:completed AS boolean)
+                                ELSE completed END,
+               updated_at = now()
+         WHERE id = :task_id AND user_id = :uid
+        RETURNING {TASK_COLUMNS}
+    )"""
+_DELETE = f"""
+    task AS (
+        DELETE FROM tasks WHERE id = :task_id AND user_id = :uid RETURNING {TASK_COLUMNS}
+    ), uncounted AS (
+        UPDATE task_counts SET tasks = tasks - 1
+         WHERE user_id = :uid AND EXISTS (SELECT 1 FROM task)
+    )"""
+
+
+def create(user_id: str, title: Any, description: Any, limit: int) -> Change:
+    """A new task, unless the user already holds `limit` (409 `task_limit_reached`)."""
     values = {"title": clean_title(title), "description": clean_description(description)}
-    limit = max_tasks(session)
-    if _autocommit(session):  # the lock must be held until the insert commits: a transaction
-        await session.connection(execution_options={"isolation_level": "READ COMMITTED"})
-    await session.execute(
-        select(func.pg_advisory_xact_lock(func.hashtextextended("tasks:" + literal(user_id), 0)))
-    )
-    owned = select(func.count()).select_from(T).where(T.user_id == user_id).scalar_subquery()
-    row = select(literal(user_id), literal(values["title"]), literal(values["description"]))
-    result = await session.execute(
-        insert(Task)
-        .from_select(["user_id", "title", "description"], row.where(owned < limit))
-        .returning(Task)
-    )
-    task = result.scalar_one_or_none()
-    if task is None:
-        raise TaskLimitReached(limit)
-    return task
+    return Change(_CREATE, {"uid": user_id, "task_limit": limit, **values}, TaskLimitReached(limit))
 
 
-def _autocommit(session: AsyncSession) -> bool:
-    """Whether the session's engine runs each statement in its own transaction. (Asking the
-    connection instead would cost a query; switching its isolation level costs CPU per use.)"""
-    bind: Any = session.bind
-    options = bind.get_execution_options() if bind is not None else {}
-    return bool(options.get("isolation_level") == "AUTOCOMMIT")
+def update(
+    user_id: str,
+    task_id: Any,
+    *,
+    title: Any = _UNSET,
+    description: Any = _UNSET,
+    completed: Any = _UNSET,
+) -> Change:
+    """Set what is given (a None description clears it); `updated_at` moves even if nothing
+    else does."""
+    params: dict[str, Any] = {"uid": user_id, "title": None, "description": None, "completed": None}
+    if title is not _UNSET:
+        params["title"] = clean_title(title)
+    if description is not _UNSET:
+        params["description"] = clean_description(description)
+    if completed is not _UNSET and not isinstance(completed, bool):
+        raise InvalidInput("completed", "must be true or false")
+    if completed is not _UNSET:
+        params["completed"] = completed
+    params["set_title"] = title is not _UNSET
+    params["set_description"] = description is not _UNSET
+    params["set_completed"] = completed is not _UNSET
+    params["task_id"] = _check_id(task_id)
+    return Change(_UPDATE, params, TaskNotFound(task_id))
+
+
+def delete(user_id: str, task_id: Any) -> Change:
+    task_id = _check_id(task_id)
+    return Change(_DELETE, {"uid": user_id, "task_id": task_id}, TaskNotFound(task_id))
+
+
+@functools.cache
+def _alone(ctes: str) -> Any:
+    return text(f"WITH {ctes} SELECT {TASK_COLUMNS} FROM task")
+
+
+async def apply(db: Db, change: Change) -> Any:
+    """Run `change` on its own; the changed task's row (attributes as on `Task`)."""
+    row = (await db.execute(_alone(change.ctes), change.params)).first()
+    if row is None:
+        raise change.missing
+    return row
+
+
+async def create_task(session: Db, user_id: str, title: Any, description: Any = None) -> Any:
+    """Insert a task unless the user is at the limit (409 `task_limit_reached`)."""
+    return await apply(session, create(user_id, title, description, max_tasks(session)))
 
 
 def _status(status: TaskStatus | str) -> TaskStatus:
@@ -150,7 +229,7 @@ def _matching(user_id: str, status: TaskStatus | str, search: Any) -> Any:
 
 
 async def list_tasks(
-    session: AsyncSession,
+    session: Db,
     user_id: str,
     status: TaskStatus | str = TaskStatus.all,
     *,
@@ -171,7 +250,7 @@ async def list_tasks(
 
 
 async def first_tasks(
-    session: AsyncSession,
+    session: Db,
     user_id: str,
     status: TaskStatus | str = TaskStatus.all,
     *,
@@ -193,7 +272,7 @@ async def first_tasks(
     return list(rows), rows[0][-1]
 
 
-async def get_task(session: AsyncSession, user_id: str, task_id: Any) -> Task:
+async def get_task(session: Db, user_id: str, task_id: Any) -> Task:
     task_id = _check_id(task_id)
     result = await session.execute(
         select(Task).where(Task.id == task_id, Task.user_id == user_id)  # type: ignore[arg-type]
@@ -204,54 +283,16 @@ async def get_task(session: AsyncSession, user_id: str, task_id: Any) -> Task:
     return task
 
 
-async def update_task(
-    session: AsyncSession,
-    user_id: str,
-    task_id: Any,
-    *,
-    title: Any = _UNSET,
-    description: Any = _UNSET,
-    completed: Any = _UNSET,
-) -> Task:
-    values: dict[str, Any] = {}
-    if title is not _UNSET:
-        values["title"] = clean_title(title)
-    if description is not _UNSET:
-        values["description"] = clean_description(description)
-    if completed is not _UNSET:
-        if not isinstance(completed, bool):
-            raise InvalidInput("completed", "must be true or false")
-        values["completed"] = completed
-    task_id = _check_id(task_id)
-    if not values:
+async def update_task(session: Db, user_id: str, task_id: Any, **changes: Any) -> Any:
+    """`changes`: any of title, description, completed. Without any, the task as it is."""
+    if not changes:
         return await get_task(session, user_id, task_id)
-    values["updated_at"] = utcnow()
-    result = await session.execute(
-        update(Task)
-        .where(Task.id == task_id, Task.user_id == user_id)  # type: ignore[arg-type]
-        .values(**values)
-        .returning(Task)
-        .execution_options(synchronize_session=False)
-    )
-    task = result.scalar_one_or_none()
-    if task is None:
-        raise TaskNotFound(task_id)
-    return task
+    return await apply(session, update(user_id, task_id, **changes))
 
 
-async def complete_task(session: AsyncSession, user_id: str, task_id: Any) -> Task:
-    return await update_task(session, user_id, task_id, completed=True)
+async def complete_task(session: Db, user_id: str, task_id: Any) -> Any:
+    return await apply(session, update(user_id, task_id, completed=True))
 
 
-async def delete_task(session: AsyncSession, user_id: str, task_id: Any) -> Task:
-    task_id = _check_id(task_id)
-    result = await session.execute(
-        delete(Task)
-        .where(Task.id == task_id, Task.user_id == user_id)  # type: ignore[arg-type]
-        .returning(Task)
-        .execution_options(synchronize_session=False)
-    )
-    task = result.scalar_one_or_none()
-    if task is None:
-        raise TaskNotFound(task_id)
-    return task
+async def delete_task(session: Db, user_id: str, task_id: Any) -> Any:
+    return await apply(session, delete(user_id, task_id))
