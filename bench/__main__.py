@@ -307,6 +307,8 @@ class Load:
     """CPU ms of the bench's other processes (PostgreSQL, the stub, the load generator)."""
     machine: list[int] = field(default_factory=lambda: [0, 0])
     """Busy and total ticks of the whole machine (other agents' work included)."""
+    round_cpu: list[float] = field(default_factory=list)
+    """Server CPU ms per turn in each round."""
 
     @property
     def turns(self) -> int:
@@ -450,7 +452,9 @@ class Bench:
         cpu0, t0 = cpu_ms(self.pid), time.perf_counter()
         await asyncio.gather(*(user(f"{load.prefix}-{u}") for u in range(load.users)))
         load.wall += time.perf_counter() - t0
-        load.cpu += cpu_ms(self.pid) - cpu0
+        spent = cpu_ms(self.pid) - cpu0
+        load.cpu += spent
+        load.round_cpu.append(spent / (load.users * turns))
         busy, total = machine_jiffies()
         load.machine[0] += busy - busy0
         load.machine[1] += total - total0
@@ -744,19 +748,21 @@ async def drive(
     await first.latency(0)
     for n, bench in benches.items():
         await bench.warm_up(sizes.warmup, max(n, 1))
-    # The baseline's loads run right after the 1-worker server's, round by round.
-    order = sorted(benches, key=lambda n: (n > 1, n))
+    # Each workload on the baseline right next to the same on the 1-worker server; then the
+    # servers with more workers.
+    single = sorted(n for n in benches if n <= 1)
+    order = [(w, n) for w in TURN_LOADS for n in single]
+    order += [(w, n) for n in benches if n > 1 for w in TURN_LOADS]
     turn_loads = {
         (w, n): Load(TURN_LOADS[w], label(w, n).lower().replace("/", "-"), sizes.w2_users)
-        for n in order
-        for w in TURN_LOADS
+        for w, n in order
         if w in only
     }
-    # Round by round, every turn workload on every server: whatever else the machine is doing
-    # falls on all of them alike, so their ratios hold even when the absolute figures drift.
     per_round = max(1, sizes.w2_turns // sizes.rounds)
-    for _ in range(sizes.rounds):
-        for (_, n), load in turn_loads.items():
+    # Every other round in reverse order, so that none of them always follows the same one.
+    for round_no in range(sizes.rounds):
+        loads = list(turn_loads.items())
+        for (_, n), load in loads if round_no % 2 == 0 else reversed(loads):
             await benches[n].load_round(load, per_round)
     for (w, n), load in turn_loads.items():
         figures = turn_figures(load)
@@ -774,11 +780,17 @@ async def drive(
                 )
         if base and n == BASELINE:
             for w in ("W2", "W5", "W6"):
-                if label(w, 1) in results and label(w, n) in results:
-                    ratios[f"{w}_cpu_over_baseline"] = round(
-                        results[label(w, 1)]["cpu_ms_per_turn"]
-                        / results[label(w, n)]["cpu_ms_per_turn"],
-                        2,
+                if (w, 1) in turn_loads and (w, n) in turn_loads:
+                    ours, theirs = turn_loads[(w, 1)], turn_loads[(w, n)]
+                    ratios[f"{w}_cpu_over_baseline"] = round(ours.cpu / theirs.cpu, 2)
+                    # Round by round (the two ran back to back): the median resists a burst of
+                    # other work on the machine that hit one of them.
+                    pairs = sorted(
+                        a / b for a, b in zip(ours.round_cpu, theirs.round_cpu, strict=True)
+                    )
+                    ratios[f"{w}_cpu_over_baseline_rounds"] = (
+                        f"median {statistics.median(pairs):.2f} "
+                        f"({pairs[0]:.2f} to {pairs[-1]:.2f}, {len(pairs)} rounds)"
                     )
         elif base and n != 1 and "W2" in results:
             ratios["W2_turns_per_s_over_1_worker"] = round(
@@ -1048,6 +1060,11 @@ def main() -> None:
         help="also run W2, W5 and W6 on this git revision of the service (one worker, its own "
         "database, this venv), interleaved with the 1-worker server: `W2_cpu_over_baseline`",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds of W2/W5/W6 (2 turns per user each; default 5): more for steadier ratios",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument(
         "--profile",
@@ -1057,6 +1074,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     sizes = SMOKE if args.smoke else Sizes()
+    if args.rounds:
+        sizes = dataclasses.replace(sizes, rounds=args.rounds, w2_turns=2 * args.rounds)
     profile_dir = Path(args.profile).resolve() if args.profile else None
     if profile_dir is not None:
         if py_spy() is None:
