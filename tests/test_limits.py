@@ -33,12 +33,13 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from backend.agent.tools import cap_output
 from backend.chat.history import count_tokens, count_tokens_async, warm_up
 from backend.config import Settings
 from backend.db import session_factory
+from backend.errors import AppError
 from backend.main import create_app
 from backend.tasks import actions
+from backend.tasks.actions import cap_output
 from tests.conftest import make_settings, running_app, serving
 
 MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
@@ -275,6 +276,42 @@ def test_cap_output_keeps_whole_tasks_that_fit() -> None:
     assert cap_output(small, 16_000) is small
     other = cap_output({"error": "x" * 50_000}, 4000)
     assert other["truncated"] is True and len(orjson.dumps(other)) <= 4000
+
+
+async def test_write_results_are_the_text_orjson_gives(engine: AsyncEngine) -> None:
+    """A write's result is built as JSON text by its own statement (so that the journal can keep
+    it in that statement): it is the text orjson writes for the result, escapes included, and it
+    is capped at MAX_TOOL_OUTPUT_CHARS exactly as `cap_output` caps any other result."""
+    title = 'Quote " backslash \\ accents é 😀'
+    description = "lines\nand\ttabs \x01 \u2028 end"
+    async with engine.begin() as db:
+        added = await actions.run(db, "add_task", "dora", {"title": title})
+        task_id = orjson.loads(added)["task_id"]
+        assert (
+            added
+            == orjson.dumps({"task_id": task_id, "status": "created", "title": title}).decode()
+        )
+        updated = await actions.run(
+            db, "update_task", "dora", {"task_id": task_id, "description": description}
+        )
+        expected = {
+            "task_id": task_id,
+            "status": "updated",
+            "title": title,
+            "description": description,
+        }
+        assert updated == orjson.dumps(expected).decode()
+        long = {"task_id": str(task_id), "description": "d" * 2000}
+        capped = await actions.run(db, "update_task", "dora", long, max_output_chars=1000)
+        full = {**expected, "description": "d" * 2000}
+        assert capped == orjson.dumps(cap_output(full, 1000)).decode()
+        assert orjson.loads(capped)["truncated"] is True and len(capped) <= 1000
+        done = await actions.run(db, "complete_task", "dora", {"task_id": task_id})
+        assert orjson.loads(done) == {"task_id": task_id, "status": "completed", "title": title}
+        gone = await actions.run(db, "delete_task", "dora", {"task_id": task_id})
+        assert orjson.loads(gone) == {"task_id": task_id, "status": "deleted", "title": title}
+        with pytest.raises(AppError, match="not found"):
+            await actions.run(db, "delete_task", "dora", {"task_id": task_id})
 
 
 async def test_stored_tool_output_is_capped(

@@ -10,7 +10,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from backend.cli import ALEMBIC_INI, migrate
 from backend.config import normalize_database_url
@@ -70,3 +70,25 @@ def test_every_migration_has_a_downgrade() -> None:
         assert (
             "def downgrade" in source and "pass\n" not in source.split("def downgrade")[1][:40]
         ), path
+
+
+def test_task_counts_are_filled_from_the_tasks_present(empty_database: str) -> None:
+    """0007 counts each user's existing tasks: the limit holds for data from before it."""
+    cfg = Config(str(ALEMBIC_INI))
+    cfg.attributes["configure_logging"] = False
+    cfg.attributes["url"] = empty_database
+    command.upgrade(cfg, "0006")
+    engine = create_engine(empty_database)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO tasks (user_id, title) VALUES ('alice', 'a'), ('alice', 'b'), ('bob', 'c')"
+                )
+            )
+        command.upgrade(cfg, "head")
+        with engine.connect() as conn:
+            counts = dict(conn.execute(text("SELECT user_id, tasks FROM task_counts")).all())
+    finally:
+        engine.dispose()
+    assert counts == {"alice": 2, "bob": 1}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -31,6 +32,8 @@ from tests.proxy import DatabaseProxy
 from tests.test_chat_e2e import llm_settings as e2e_settings
 
 ADD_MILK = {"tool_calls": [{"name": "add_task", "arguments": {"title": "Milk"}, "id": "c1"}]}
+NEXT_TURN = ["system", "user", "assistant", "tool", "assistant", "user"]
+"""The roles the model is sent in the turn after one with a tool call (and its note or reply)."""
 
 
 def llm_settings(database_url: str, data_dir: Path, stub: StubLLM, **extra: Any) -> Any:
@@ -127,7 +130,36 @@ async def test_model_failure_after_a_tool(
         )
         assert r.status_code == 200, r.text
         sent = [m.get("role") for m in stub.requests[-1]["messages"]]
-        assert sent == ["system", "user", "assistant", "tool", "assistant", "user"]
+        assert sent == NEXT_TURN
+
+
+async def test_an_interrupted_turn_replays_the_models_own_call_and_what_it_read(
+    database_url: str, data_dir: Path, stub: StubLLM, alice: dict[str, str]
+) -> None:
+    """The journal keeps the model's function call as made (id, Gemini thought signature) and
+    the tool output exactly as the model read it, so the next turn's history is the real one."""
+    signature = {"google": {"thought_signature": "c2lnbmF0dXJl"}}
+    settings = llm_settings(database_url, data_dir, stub, llm_model="gemini-3-pro")
+    call = {"name": "add_task", "arguments": {"title": 'Milk "2%" \\ ü'}, "id": "c7"}
+    async with running_app(create_app(settings)) as client:
+        stub.script({"tool_calls": [{**call, "extra_content": signature}]}, {"status": 500})
+        r = await client.post("/api/chat", json={"message": "add milk"}, headers=alice)
+        assert r.status_code == 503, r.text
+        read = stub.requests[-1]["messages"][-1]  # the failed request carried the tool output
+        assert read["role"] == "tool" and read["tool_call_id"] == "c7"
+        assert orjson.loads(read["content"])["title"] == 'Milk "2%" \\ ü'
+        cid = _only_cid(await client.get("/api/conversations", headers=alice))
+
+        stub.script("Sure.")
+        r = await client.post(
+            "/api/chat", json={"message": "thanks", "conversation_id": cid}, headers=alice
+        )
+        assert r.status_code == 200, r.text
+        replayed = stub.requests[-1]["messages"]
+        assert [m["role"] for m in replayed] == NEXT_TURN
+        [made] = replayed[2]["tool_calls"]
+        assert made["id"] == "c7" and made["extra_content"] == signature
+        assert replayed[3] == read
 
 
 async def test_failure_before_any_tool_runs_afresh_and_is_not_listed(

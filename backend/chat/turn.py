@@ -8,8 +8,9 @@ CHAT_TIMEOUT_SECONDS + 5 s) keeps two turns of one conversation from interleavin
 
 The journal (`chat.repository`), and what each failure leaves:
 - `begin` claims the conversation and writes the user message and a reply placeholder, hidden;
-- each tool call commits its task change and its record in one transaction: from the first
-  one on, the conversation shows the user message and every tool call that took effect;
+- each tool call's task change and its record are one statement (`tasks.actions` builds the
+  change, `repository.record_tool_call` appends the record): from the first one on, the
+  conversation shows the user message and every tool call that took effect;
 - the end writes the reply. A failure (model error, timeout, database outage, the client
   stopping a ChatKit stream) writes an "interrupted" note under the tool calls instead; if no
   tool had committed, the turn's rows go (and a conversation the turn created is not listed).
