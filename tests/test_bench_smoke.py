@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -25,3 +27,29 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert results["W2"]["turns"] == 6 and results["W3"]["errors"] == 0
     assert results["W4"]["long_messages"] > results["W4"]["short_messages"]
     assert "| W2 | cpu_ms_per_turn |" in proc.stdout
+
+
+def test_bench_smoke_against_a_baseline_build(tmp_path: Path) -> None:
+    """--baseline runs another git revision (here HEAD itself) next to this build."""
+    if subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True
+    ).returncode:
+        pytest.skip("not a git checkout")
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench", "--smoke", "--only", "W2", "--workers", "1"),
+            *("--baseline", "HEAD", "--out", str(tmp_path)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (result_file,) = tmp_path.glob("*.json")
+    results = json.loads(result_file.read_text())
+    assert results["W2/baseline"]["errors"] == 0
+    assert results["W2/baseline"]["users_with_wrong_tasks"] == 0
+    assert results["W2/baseline"]["turns"] == results["W2"]["turns"] == 6
+    assert results["ratios/baseline"]["W2_cpu_over_baseline"] > 0
+    assert "| ratios/baseline | W2_cpu_over_baseline_rounds | median" in proc.stdout
