@@ -213,6 +213,15 @@ async def test_task_writes_are_limited_and_refusals_before_work_do_not_count(
             r = await client.patch("/api/tasks/abc", json={"title": "x"}, headers=me)
             assert r.status_code == 422
             assert (await client.delete("/api/tasks/1.5", headers=me)).status_code == 422
+            # ... and the task rules' own checks (blank or over-long title, bad description)
+            r = await client.post("/api/tasks", json={"title": "   "}, headers=me)
+            assert r.status_code == 422
+            r = await client.post("/api/tasks", json={"title": "x" * 201}, headers=me)
+            assert r.status_code == 422
+            r = await client.patch("/api/tasks/1", json={"title": " "}, headers=me)
+            assert r.status_code == 422
+            r = await client.patch("/api/tasks/1", json={"description": "d" * 2001}, headers=me)
+            assert r.status_code == 422
         created = await client.post("/api/tasks", json={"title": "one"}, headers=me)
         assert created.status_code == 201
         task_id = created.json()["id"]
@@ -284,6 +293,9 @@ async def test_mcp_tool_calls_spend_the_write_budget(
     user, me = _user(token_for)
     async with serving(create_app(settings)) as base_url:
         async with mcp_session(base_url, token_for(user)) as session:
+            for _ in range(4):  # invalid calls are refused before they count
+                assert error(await session.call_tool("add_task", {"title": " "}))
+                assert error(await session.call_tool("delete_task", {"task_id": "abc"}))
             task_id = ok(await session.call_tool("add_task", {"title": "via MCP"}))["task_id"]
             ok(await session.call_tool("complete_task", {"task_id": task_id}))
             ok(await session.call_tool("list_tasks", {}))

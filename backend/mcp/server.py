@@ -56,9 +56,13 @@ async def delete_task(ctx: McpContext, task_id: Any) -> CallToolResult:
 async def _run(ctx: McpContext, name: str, **arguments: Any) -> CallToolResult:
     try:
         user = caller(ctx)
+        settings = app_state(_request(ctx)).settings
+        # The arguments are checked first: an invalid call spends nothing.
+        actions.plan(name, user.id, arguments, settings.max_tasks_per_user)
         await limit_writes(_request(ctx), user)
-        limit = app_state(_request(ctx)).settings.max_tool_output_chars
-        result = await actions.run_in_transaction(_sessions(ctx), name, user.id, arguments, limit)
+        result = await actions.run_in_transaction(
+            _sessions(ctx), name, user.id, arguments, settings.max_tool_output_chars
+        )
     except AppError as exc:
         # Returned, not raised: the SDK would prefix "Error executing tool <name>: ".
         return CallToolResult(content=[TextContent(type="text", text=exc.detail)], is_error=True)

@@ -50,13 +50,15 @@ async def create_task(body: TaskCreate, user: CurrentUser, request: Request) -> 
 
     A user holds at most MAX_TASKS_PER_USER tasks: one more answers 409 `task_limit_reached`.
     """
-    await limit_writes(request, user)
+    state = app_state(request)
+    limit = state.settings.max_tasks_per_user
+    change = service.create(user.id, body.title, body.description, limit)
+    await limit_writes(request, user)  # after the checks: an invalid task spends nothing
 
     async def create() -> TaskRead:
         # Its own transaction, committed before the idempotency record stores the answer.
-        async with app_state(request).sessions.begin() as session:
-            task = await service.create_task(session, user.id, body.title, body.description)
-            return TaskRead.model_validate(task)
+        async with state.sessions.begin() as session:
+            return TaskRead.model_validate(await service.apply(session, change))
 
     return await idempotent(request, user, body, create, status_code=201)
 
@@ -73,11 +75,12 @@ async def get_task(
 async def update_task(
     task_id: int, body: TaskUpdate, user: CurrentUser, session: SessionDep, request: Request
 ) -> TaskRead:
-    await limit_writes(request, user)
-    task = await service.update_task(
-        session, user.id, task_id, **body.model_dump(exclude_unset=True)
-    )
-    return TaskRead.model_validate(task)
+    changes = body.model_dump(exclude_unset=True)
+    change = service.update(user.id, task_id, **changes) if changes else None
+    await limit_writes(request, user)  # after the checks: an invalid change spends nothing
+    if change is None:
+        return TaskRead.model_validate(await service.get_task(session, user.id, task_id))
+    return TaskRead.model_validate(await service.apply(session, change))
 
 
 @router.delete("/{task_id}", status_code=204, responses=error_responses(404))

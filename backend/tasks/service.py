@@ -96,12 +96,8 @@ def _check_id(task_id: Any) -> int:
 
 def max_tasks(db: Db) -> int:
     """The MAX_TASKS_PER_USER of the app's session factories (the default for anything else)."""
-    limit = (
-        db.info.get("max_tasks_per_user", MAX_TASKS_PER_USER)
-        if isinstance(db, AsyncSession)
-        else MAX_TASKS_PER_USER
-    )
-    return int(limit)
+    info = db.info if isinstance(db, AsyncSession) else {}
+    return int(info.get("max_tasks_per_user", MAX_TASKS_PER_USER))
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,13 +277,6 @@ async def get_task(session: Db, user_id: str, task_id: Any) -> Task:
     if task is None:
         raise TaskNotFound(task_id)
     return task
-
-
-async def update_task(session: Db, user_id: str, task_id: Any, **changes: Any) -> Any:
-    """`changes`: any of title, description, completed. Without any, the task as it is."""
-    if not changes:
-        return await get_task(session, user_id, task_id)
-    return await apply(session, update(user_id, task_id, **changes))
 
 
 async def complete_task(session: Db, user_id: str, task_id: Any) -> Any:
