@@ -306,3 +306,38 @@ async def test_mcp_tool_calls_spend_the_write_budget(
             assert titles == ["via MCP"]
             # MCP and REST share one write budget
             _assert_429(await rest.post("/api/tasks", json={"title": "rest"}), "changes")
+
+
+async def test_chatkit_reads_and_changes_spend_their_budgets(
+    database_url: str, data_dir: Path, token_for: Callable[..., str]
+) -> None:
+    """Besides turns (the chat budget), ChatKit's requests spend what the REST ones spend:
+    thread updates and deletes a write, listings a read; refused requests nothing."""
+    settings = make_settings(
+        database_url, data_dir, read_rate_limit_requests=3, write_rate_limit_requests=2
+    )
+    model = ScriptedModel([[assistant_message("ok")]])
+    _, me = _user(token_for)
+    async with running_app(create_app(settings, model=model)) as client:
+        turn = await client.post("/api/chat", json={"message": "hi"}, headers=me)
+        thread = turn.json()["conversation_id"]
+
+        async def chatkit(kind: str, **params: Any) -> httpx.Response:
+            body = {"type": kind, "params": params}
+            return await client.post("/api/chatkit", json=body, headers=me)
+
+        for _ in range(4):
+            assert (await chatkit("threads.update", thread_id=thread, title=" ")).status_code == 422
+            assert (await chatkit("threads.list", limit=0)).status_code == 422
+        for title in ("one", "two"):
+            assert (
+                await chatkit("threads.update", thread_id=thread, title=title)
+            ).status_code == 200
+        _assert_429(await chatkit("threads.update", thread_id=thread, title="three"), "changes")
+        _assert_429(await chatkit("threads.delete", thread_id=thread), "changes")
+        _assert_429(await client.post("/api/tasks", json={"title": "x"}, headers=me), "changes")
+        for _ in range(3):
+            assert (await chatkit("threads.list", limit=10)).status_code == 200
+        _assert_429(await chatkit("threads.list", limit=10), "requests")
+        _assert_429(await chatkit("items.list", thread_id=thread), "requests")
+        _assert_429(await client.get("/api/tasks", headers=me), "requests")

@@ -2,8 +2,9 @@
 
 Checks that ChatKit itself would only report inside a 200 stream happen here first, as HTTP
 errors: a malformed body (400), an unknown or foreign thread (404), invalid text (422), a turn
-already running in the thread (409), the rate limit (429), unsupported operations such as
-attachments (400).
+already running in the thread (409), the rate limit (429: turns spend the chat budget, thread
+updates, deletes and feedback the write budget, everything else the read budget, as the REST
+routes do), unsupported operations such as attachments (400).
 
 Turns go through the one turn engine (`chatkit.server.start_turn`), which runs each turn in
 its own task; when the client goes away (ChatKit's stop button aborts the request) the turn is
@@ -22,11 +23,13 @@ from chatkit.types import (
     AttachmentsDeleteReq,
     ChatKitReq,
     InputTranscribeReq,
+    ItemsFeedbackReq,
     ThreadsAddClientToolOutputReq,
     ThreadsAddStructuredInputReq,
     ThreadsAddUserMessageReq,
     ThreadsCreateReq,
     ThreadsCustomActionReq,
+    ThreadsDeleteReq,
     ThreadsRetryAfterItemReq,
     ThreadsSyncCustomActionReq,
     ThreadsUpdateReq,
@@ -46,7 +49,7 @@ from backend.chatkit.server import TaskChatKitServer, start_turn
 from backend.chatkit.store import AttachmentsNotSupported
 from backend.deps import app_state
 from backend.errors import BadRequest, NotFound, error_responses
-from backend.reliability.deps import chat_rate_limit
+from backend.reliability.deps import chat_rate_limit, limit_reads, limit_writes
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +64,15 @@ _UNSUPPORTED = (
     AttachmentsCreateReq,
     AttachmentsDeleteReq,
     InputTranscribeReq,
+    ItemsFeedbackReq,
     ThreadsAddClientToolOutputReq,
     ThreadsAddStructuredInputReq,
     ThreadsCustomActionReq,
     ThreadsSyncCustomActionReq,
 )
 _TURNS = (ThreadsCreateReq, ThreadsAddUserMessageReq, ThreadsRetryAfterItemReq)
+_WRITES = (ThreadsUpdateReq, ThreadsDeleteReq, ItemsFeedbackReq)
+"""Spend the write budget, as REST's changes do; every other request a read."""
 
 
 class ThreadNotFound(NotFound):
@@ -121,6 +127,8 @@ async def chatkit(request: Request, user: CurrentUser) -> Response:
         if isinstance(req, ThreadsUpdateReq):
             req.params.title = clean_title(req.params.title)
             body = req.model_dump_json().encode()
+        # After the checks, like every other route: a refused request spends nothing.
+        await (limit_writes if isinstance(req, _WRITES) else limit_reads)(request, user)
         result = await server.process(body, ChatKitContext(user=user))
     except (NotFoundError, ConversationNotFound):
         raise ThreadNotFound() from None
