@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     # --- limits on what one user can grow (README, "Limits") ---
     max_tasks_per_user: int = Field(default=1000, ge=1, le=1_000_000)
     """Creating one more task answers 409 `task_limit_reached`."""
+    max_active_turns_per_user: int = Field(default=4, ge=1, le=1000)
+    """Chat turns one user can have running at once (in different conversations, across every
+    replica); one more answers 429 `too_many_turns` with Retry-After."""
     max_tool_output_chars: int = Field(default=16_000, ge=1000, le=1_000_000)
     """Largest tool result (serialized JSON) that reaches the model and the stored turn."""
     max_page_bytes: int = Field(default=1_000_000, ge=10_000, le=100_000_000)

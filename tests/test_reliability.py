@@ -219,3 +219,56 @@ async def test_crashed_turn_claim_expires(
             "/api/chat", json={"message": "y", "conversation_id": cid}, headers=alice
         )
         assert r.status_code == 200 and r.json()["response"] == "b"
+
+
+class CountingGate(GatedModel):
+    """A gated model that counts the calls waiting at its gate."""
+
+    waiting = 0
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> Any:
+        self.waiting += 1
+        return await super().get_response(*args, **kwargs)
+
+
+async def test_turns_running_at_once_per_user_are_capped(
+    database_url: str, data_dir: Path, alice: dict[str, str], bob: dict[str, str]
+) -> None:
+    """MAX_ACTIVE_TURNS_PER_USER: one more turn (in another conversation, through any front
+    door) answers 429 too_many_turns with Retry-After and leaves nothing; other users are not
+    affected; once a turn ends there is room again."""
+    settings = make_settings(database_url, data_dir, max_active_turns_per_user=2)
+    model = CountingGate([[assistant_message(f"reply {n}")] for n in range(4)])
+    chatkit_turn = {
+        "type": "threads.create",
+        "params": {
+            "input": {
+                "content": [{"type": "input_text", "text": "hi"}],
+                "attachments": [],
+                "inference_options": {},
+            }
+        },
+    }
+    async with running_app(create_app(settings, model=model)) as client:
+
+        async def say(text: str, headers: dict[str, str]) -> httpx.Response:
+            return await client.post("/api/chat", json={"message": text}, headers=headers)
+
+        running = [asyncio.create_task(say(f"turn {n}", alice)) for n in range(2)]
+        while model.waiting < 2:  # noqa: ASYNC110 - both turns hold their claims at the gate
+            await asyncio.sleep(0.01)
+        refused = await say("one too many", alice)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["code"] == "too_many_turns"
+        assert 1 <= int(refused.headers["retry-after"]) <= 5
+        chatkit = await client.post("/api/chatkit", json=chatkit_turn, headers=alice)
+        assert chatkit.status_code == 429 and chatkit.json()["code"] == "too_many_turns"
+        other = asyncio.create_task(say("bob's turn", bob))  # bob has room
+        while model.waiting < 3:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        model.gate.set()
+        assert [(await t).status_code for t in running] == [200, 200]
+        assert (await other).status_code == 200
+        assert (await say("now there is room", alice)).status_code == 200
+        listed = (await client.get("/api/conversations", headers=alice)).json()["conversations"]
+        assert sorted(c["title"] for c in listed) == ["now there is room", "turn 0", "turn 1"]

@@ -36,7 +36,16 @@ from backend.timeutil import utcnow
 
 class Conversation(SQLModel, table=True):
     __tablename__ = "conversations"
-    __table_args__ = (Index("ix_conversations_user_id_updated_at", "user_id", "updated_at", "id"),)
+    __table_args__ = (
+        Index("ix_conversations_user_id_updated_at", "user_id", "updated_at", "id"),
+        # The user's running turns, counted by every claim (MAX_ACTIVE_TURNS_PER_USER).
+        Index(
+            "ix_conversations_active_turns",
+            "user_id",
+            "active_turn_expires_at",
+            postgresql_where=text("active_turn IS NOT NULL"),
+        ),
+    )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, sa_column=Column(Uuid, primary_key=True))
     user_id: str = Field(sa_column=Column(String(255), nullable=False))

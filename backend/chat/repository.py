@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from backend.chat.history import INTERRUPTED_NOTE
-from backend.errors import Conflict, NotFound
+from backend.errors import Conflict, NotFound, RateLimited
 
 MAX_PAGE_BYTES = 1_000_000
 """The default of MAX_PAGE_BYTES: a page of messages stops before this many bytes."""
@@ -40,6 +40,17 @@ _JSONB_OR_NULL = JSONB(none_as_null=True)  # None is SQL NULL (COALESCE keeps th
 class ConversationNotFound(NotFound):
     code = "conversation_not_found"
     detail = "Conversation not found"
+
+
+class TooManyTurns(RateLimited):
+    code = "too_many_turns"
+
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"You already have {limit} replies being written (the most at once); "
+            "retry when one is done",
+            retry_after=retry_after,
+        )
 
 
 class TurnInProgress(Conflict):
@@ -115,6 +126,14 @@ _TURN_ROWS = """
     RETURNING id, role
 """
 
+# Room for one more running turn of this user (MAX_ACTIVE_TURNS_PER_USER, across replicas).
+# Two claims at the same moment can both see room: the cap may be passed by that many, briefly.
+_ROOM = """
+    (SELECT count(*) FROM conversations AS busy
+      WHERE busy.user_id = :uid AND busy.active_turn IS NOT NULL
+        AND busy.active_turn_expires_at > now()) < :max_active
+"""
+
 # Claim an idle conversation, sweep what dead turns left (their hidden rows go, a reply they
 # left running becomes interrupted), write this turn's rows, and read the history window: one
 # statement. The CTEs share one snapshot, so the window sees neither the sweep nor the new rows.
@@ -125,6 +144,9 @@ _CLAIM = text(
            SET active_turn = :turn, active_turn_expires_at = now() + :lock
          WHERE id = :cid AND user_id = :uid
            AND (active_turn IS NULL OR active_turn_expires_at < now())
+           AND """
+    + _ROOM
+    + """
         RETURNING id
     ), swept AS (
         DELETE FROM messages
@@ -152,7 +174,11 @@ _CREATE = text(
     WITH created AS (
         INSERT INTO conversations (id, user_id, title, created_at, updated_at, active_turn,
                                    active_turn_expires_at, listed)
-        VALUES (:cid, :uid, :title, now(), now(), :turn, now() + :lock, false)
+        SELECT :cid, CAST(:uid AS varchar), CAST(:title AS varchar), now(), now(), :turn,
+               now() + :lock, false
+         WHERE """
+    + _ROOM
+    + """
         RETURNING id
     ), stored AS ("""
     + _TURN_ROWS.format(conversation="created")
@@ -161,10 +187,18 @@ _CREATE = text(
     """
 ).bindparams(bindparam("user_item", type_=_JSONB_OR_NULL))
 
+# Why a claim was refused: the conversation is gone (no row), busy, or the user is at the cap.
 _CLAIM_STATE = text(
     """
-    SELECT CEIL(EXTRACT(EPOCH FROM active_turn_expires_at - now())) AS remaining
-      FROM conversations WHERE id = :cid AND user_id = :uid
+    SELECT c.id IS NOT NULL AS found,
+           COALESCE(c.active_turn IS NOT NULL AND c.active_turn_expires_at > now(), false) AS busy,
+           CEIL(EXTRACT(EPOCH FROM c.active_turn_expires_at - now())) AS remaining,
+           (SELECT CEIL(EXTRACT(EPOCH FROM min(o.active_turn_expires_at) - now()))
+              FROM conversations o
+             WHERE o.user_id = :uid AND o.active_turn IS NOT NULL
+               AND o.active_turn_expires_at > now()) AS soonest
+      FROM (SELECT 1) AS one
+      LEFT JOIN conversations c ON c.id = :cid AND c.user_id = :uid
     """
 )
 
@@ -271,13 +305,21 @@ def _lock(seconds: float) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-async def _turn_in_progress(conn: AsyncConnection, user_id: str, cid: uuid.UUID) -> Exception:
-    row = (await conn.execute(_CLAIM_STATE, {"cid": cid, "uid": user_id})).first()
-    if row is None:
+def _short_wait(seconds: Any) -> int:
+    # Turns usually end long before their claim lapses: ask for a short wait, 1 to 5 s.
+    return int(min(max(seconds if seconds is not None else 1, 1), 5))
+
+
+async def _refused(
+    conn: AsyncConnection, user_id: str, cid: uuid.UUID, max_active: int, create: bool
+) -> Exception:
+    """Why the claim (or the creation) of conversation `cid` was refused."""
+    row = (await conn.execute(_CLAIM_STATE, {"cid": cid, "uid": user_id})).one()
+    if not create and not row.found:
         return ConversationNotFound()
-    # Turns usually end long before their claim lapses: ask for a short wait, at most 5 s.
-    remaining = row.remaining if row.remaining is not None else 1
-    return TurnInProgress(retry_after=int(min(max(remaining, 1), 5)))
+    if row.busy:
+        return TurnInProgress(retry_after=_short_wait(row.remaining))
+    return TooManyTurns(max_active, retry_after=_short_wait(row.soonest))
 
 
 async def start_turn(
@@ -297,8 +339,13 @@ async def start_turn(
     adopt: bool,
     max_messages: int,
     token_budget: int,
+    max_active: int,
 ) -> StartedTurn:
-    """Claim (or create) the conversation, write the turn's hidden rows, load the history."""
+    """Claim (or create) the conversation, write the turn's hidden rows, load the history.
+
+    Refused: 404 (not the user's conversation), 409 `turn_in_progress` (a turn is running in
+    it), 429 `too_many_turns` (the user has `max_active` turns running).
+    """
     params = {
         "cid": conversation_id,
         "uid": user_id,
@@ -314,6 +361,7 @@ async def start_turn(
         "adopt": adopt,
         "max_messages": max_messages,
         "budget": token_budget,
+        "max_active": max_active,
     }
     async with engine.connect() as conn:
         if create:
@@ -321,12 +369,14 @@ async def start_turn(
                 rows = (await conn.execute(_CREATE, params)).all()
             except IntegrityError:  # the id is taken (by someone else's conversation, say)
                 raise ConversationNotFound() from None
+            if not rows:
+                raise await _refused(conn, user_id, conversation_id, max_active, create)
             history: list[HistoryRow] = []
             stored = {r.role: r.id for r in rows}
         else:
             rows = (await conn.execute(_CLAIM, params)).all()
             if not rows:
-                raise await _turn_in_progress(conn, user_id, conversation_id)
+                raise await _refused(conn, user_id, conversation_id, max_active, create)
             history = [
                 HistoryRow(r.id, r.role, r.content, r.items, r.status)
                 for r in rows

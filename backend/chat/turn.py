@@ -159,6 +159,7 @@ async def begin(
             adopt=adopt,
             max_messages=settings.history_max_messages,
             token_budget=settings.history_token_budget,
+            max_active=settings.max_active_turns_per_user,
         )
     except BaseException as exc:
         if key is not None:
