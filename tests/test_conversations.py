@@ -6,14 +6,17 @@ import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+import orjson
 import pytest
 from agents.testing import ScriptedModel, assistant_message
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from backend.chat import repository
 from backend.chat.history import count_tokens
 from backend.config import Settings
 from backend.main import create_app
+from backend.tasks import actions
 from tests.conftest import make_settings, running_app
 
 
@@ -170,3 +173,57 @@ async def test_turn_cost_query_is_bounded(engine: AsyncEngine, settings: Setting
         return max([int(node.get("Actual Rows", 0))] + [max_rows(p) for p in node.get("Plans", [])])
 
     assert max_rows(plan[0]["Plan"]) <= 100
+
+
+async def test_a_tool_call_of_a_turn_whose_rows_were_swept_is_still_recorded(
+    engine: AsyncEngine,
+) -> None:
+    """A turn that outlived its claim (a stalled process) finds its hidden rows swept by the
+    next turn; a task change it still makes is recorded on a reply of its own, interrupted."""
+    auto = engine.execution_options(isolation_level="AUTOCOMMIT")
+    cid, turn = uuid.uuid4(), uuid.uuid4()
+    started = await repository.start_turn(
+        auto,
+        user_id="erin",
+        conversation_id=cid,
+        create=True,
+        title="t",
+        turn=turn,
+        lock_seconds=30,
+        user_content="add milk",
+        user_tokens=3,
+        user_item_id=None,
+        user_item=None,
+        reply_item_id=None,
+        adopt=False,
+        max_messages=100,
+        token_budget=8000,
+        max_active=4,
+    )
+    async with auto.connect() as conn:  # what the next turn's claim sweeps
+        await conn.execute(text("DELETE FROM messages WHERE conversation_id = :c"), {"c": cid})
+    write = actions.plan("add_task", "erin", {"title": "Milk"}, 1000)
+    assert write is not None
+    output = await repository.record_tool_call(
+        auto,
+        conversation_id=cid,
+        turn=turn,
+        user_row=started.user_row,
+        reply_row=started.reply_row,
+        tool="add_task",
+        arguments={"title": "Milk"},
+        call_item={"type": "function_call", "call_id": "c1", "name": "add_task", "arguments": "{}"},
+        ctes=write.ctes,
+        params={**write.params, "max_output": 16_000},
+    )
+    assert output is not None and orjson.loads(output)["title"] == "Milk"
+    async with auto.connect() as conn:
+        rows = (
+            await conn.execute(
+                text("SELECT role, status, tool_calls FROM messages WHERE conversation_id = :c"),
+                {"c": cid},
+            )
+        ).all()
+    [(role, status, tool_calls)] = rows
+    assert (role, status) == ("assistant", "interrupted")
+    assert tool_calls[0]["tool"] == "add_task" and tool_calls[0]["result"]["title"] == "Milk"

@@ -205,26 +205,39 @@ _CLAIM_STATE = text(
 # Appended to CTEs that define `output(text)`, the call's result (a task change's CTEs before them
 # make the change and its record one statement). The token count is an estimate (bytes / 3)
 # until `finish_turn` counts the whole reply; it only matters to a turn that never finishes.
+# Should the turn's rows be gone (it outlived its claim and a newer turn swept them), the call
+# is recorded on a reply row of its own, marked interrupted: a change is never left unrecorded.
 _RECORD_TOOL_CALL = """
-    , recorded AS (
+    , entry AS (
+        SELECT jsonb_build_array(jsonb_build_object(
+                   'tool', CAST(:tool AS text), 'arguments', CAST(:arguments AS jsonb),
+                   'result', CAST(o.text AS jsonb))) AS call,
+               jsonb_build_array(
+                   CAST(:call_item AS jsonb),
+                   jsonb_build_object('type', 'function_call_output',
+                                      'call_id', CAST(:call_id AS text), 'output', o.text)) AS items,
+               (:call_bytes + octet_length(o.text)) / 3 AS tokens
+          FROM output AS o
+    ), recorded AS (
         UPDATE messages
            SET status = CASE WHEN messages.id = :reply THEN 'running' ELSE 'done' END,
                tool_calls = CASE WHEN messages.id = :reply
-                   THEN COALESCE(tool_calls, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
-                       'tool', CAST(:tool AS text), 'arguments', CAST(:arguments AS jsonb),
-                       'result', CAST(o.text AS jsonb)))
-                   ELSE tool_calls END,
+                   THEN COALESCE(messages.tool_calls, '[]'::jsonb) || e.call
+                   ELSE messages.tool_calls END,
                items = CASE WHEN messages.id = :reply
-                   THEN COALESCE(items, '[]'::jsonb) || jsonb_build_array(
-                       CAST(:call_item AS jsonb),
-                       jsonb_build_object('type', 'function_call_output',
-                                          'call_id', CAST(:call_id AS text), 'output', o.text))
-                   ELSE items END,
+                   THEN COALESCE(messages.items, '[]'::jsonb) || e.items ELSE messages.items END,
                token_count = CASE WHEN messages.id = :reply
-                   THEN token_count + (:call_bytes + octet_length(o.text)) / 3
-                   ELSE token_count END
-          FROM output AS o
+                   THEN messages.token_count + e.tokens ELSE messages.token_count END
+          FROM entry AS e
          WHERE messages.id IN (:user_row, :reply) AND messages.turn_id = :turn
+        RETURNING messages.id
+    ), orphaned AS (
+        INSERT INTO messages (conversation_id, user_id, role, content, tool_calls, items,
+                              token_count, item_id, turn_id, status, created_at)
+        SELECT c.id, c.user_id, 'assistant', :note, e.call, e.items, e.tokens, :orphan_item_id,
+               :turn, 'interrupted', now()
+          FROM entry AS e, conversations AS c
+         WHERE c.id = :cid AND NOT EXISTS (SELECT 1 FROM recorded)
     ), shown AS (
         UPDATE conversations SET listed = true
          WHERE id = :cid AND NOT listed AND EXISTS (SELECT 1 FROM output)
@@ -416,6 +429,8 @@ async def record_tool_call(
         "call_item": item,
         "call_bytes": len(item),
         "call_id": call_item.get("call_id", ""),
+        "note": INTERRUPTED_NOTE,
+        "orphan_item_id": _new_item_id(),
     }
     async with engine.connect() as conn:
         output: str | None = (await conn.execute(_recorded(ctes), {**params, **journal})).scalar()
