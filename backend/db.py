@@ -111,17 +111,8 @@ def ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
             raise DisconnectionError("pooled connection is dead") from None  # pool reconnects
 
 
-def session_factory(
-    engine: AsyncEngine, settings: Settings | None = None
-) -> async_sessionmaker[AsyncSession]:
-    # `session.info` carries the app's limits to the services that enforce them (README, "Limits").
-    info = {}
-    if settings is not None:
-        info = {
-            "max_tasks_per_user": settings.max_tasks_per_user,
-            "max_page_bytes": settings.max_page_bytes,
-        }
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, info=info)
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

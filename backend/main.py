@@ -160,7 +160,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             stack.callback(metrics_endpoint.process_exiting)
             http = create_http_session(settings)
             stack.push_async_callback(http.close)
-            sessions = session_factory(engine, settings)
+            sessions = session_factory(engine)
             # Single-statement units (each CTE is atomic on its own) skip BEGIN/COMMIT round
             # trips (measured: ~30 % less client CPU per statement). Never used with .begin().
             autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")

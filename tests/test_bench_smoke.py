@@ -6,27 +6,33 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_bench_smoke(tmp_path: Path) -> None:
+def run_bench(out: Path, *args: str) -> tuple[dict[str, Any], str]:
+    """`python -m bench --smoke ARGS`: its results file and what it printed."""
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)],
+        [sys.executable, "-m", "bench", "--smoke", *args, "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    (result_file,) = tmp_path.glob("*.json")
-    results = json.loads(result_file.read_text())
+    (result_file,) = out.glob("*.json")
+    return json.loads(result_file.read_text()), proc.stdout
+
+
+def test_bench_smoke(tmp_path: Path) -> None:
+    results, printed = run_bench(tmp_path)
     assert results["W2"]["errors"] == 0 and results["W2"]["users_with_wrong_tasks"] == 0
     assert results["W2"]["turns"] == 6 and results["W3"]["errors"] == 0
     assert results["W4"]["long_messages"] > results["W4"]["short_messages"]
-    assert "| W2 | cpu_ms_per_turn |" in proc.stdout
+    assert "| W2 | cpu_ms_per_turn |" in printed
 
 
 def test_bench_smoke_against_a_baseline_build(tmp_path: Path) -> None:
@@ -35,21 +41,9 @@ def test_bench_smoke_against_a_baseline_build(tmp_path: Path) -> None:
         ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True
     ).returncode:
         pytest.skip("not a git checkout")
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "bench", "--smoke", "--only", "W2", "--workers", "1"),
-            *("--baseline", "HEAD", "--out", str(tmp_path)),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    (result_file,) = tmp_path.glob("*.json")
-    results = json.loads(result_file.read_text())
+    results, printed = run_bench(tmp_path, "--only", "W2", "--workers", "1", "--baseline", "HEAD")
     assert results["W2/baseline"]["errors"] == 0
     assert results["W2/baseline"]["users_with_wrong_tasks"] == 0
     assert results["W2/baseline"]["turns"] == results["W2"]["turns"] == 6
     assert results["ratios/baseline"]["W2_cpu_over_baseline"] > 0
-    assert "| ratios/baseline | W2_cpu_over_baseline_rounds | median" in proc.stdout
+    assert "| ratios/baseline | W2_cpu_over_baseline_rounds | median" in printed

@@ -120,14 +120,15 @@ async def test_concurrent_creates_through_the_actions(
     database_url: str, data_dir: Path, engine: AsyncEngine, autocommit: bool
 ) -> None:
     """The agent's and MCP's tools create through the actions; the limit holds there too
-    (also on an autocommit engine, where the service opens its own transaction)."""
-    settings = limited(database_url, data_dir, max_tasks_per_user=4)
+    (also on an autocommit engine: a create is one statement either way)."""
     if autocommit:
         engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-    sessions = session_factory(engine, settings)
+    sessions = session_factory(engine)
     outcomes = await asyncio.gather(
         *(
-            actions.run_in_transaction(sessions, "add_task", "carol", {"title": f"t{n}"})
+            actions.run_in_transaction(
+                sessions, "add_task", "carol", {"title": f"t{n}"}, max_tasks=4
+            )
             for n in range(16)
         ),
         return_exceptions=True,

@@ -84,9 +84,9 @@ async def say(
 
 async def add(sessions: Sessions, title: str, user: str = "alice", done: bool = False) -> Task:
     async with sessions.begin() as session:
-        task = await service.create_task(session, user, title)
+        task = await service.apply(session, service.create(user, title, None, 1000))
         if done:
-            task = await service.complete_task(session, user, task.id)
+            task = await service.apply(session, service.update(user, task.id, completed=True))
         return task
 
 

@@ -104,8 +104,7 @@ result as JSON text of at most the given number of characters."""
 
 async def in_process(ctx: TurnContext, call: Call, max_output_chars: int) -> str:
     """The default transport: a write action and its journal record are one statement."""
-    write = actions.plan(call.name, ctx.user_id, call.arguments, ctx.max_tasks)
-    if write is None or ctx.journal is None:
+    if ctx.journal is None or call.name in actions.READS:
         async with ctx.engine.connect() as db:
             output = await actions.run(
                 db,
@@ -118,6 +117,8 @@ async def in_process(ctx: TurnContext, call: Call, max_output_chars: int) -> str
         if ctx.journal is not None:  # a read: recorded after it, in a statement of its own
             await ctx.journal(actions.GIVEN_OUTPUT, {"output": output}, call)
         return output
+    write = actions.plan(call.name, ctx.user_id, call.arguments, ctx.max_tasks)
+    assert write is not None  # not a read
     params = {**write.params, "max_output": max_output_chars}
     recorded = await ctx.journal(write.ctes, params, call)
     if recorded is None:
@@ -155,21 +156,17 @@ async def run_action(
     entry: dict[str, Any] = {"tool": name, "arguments": kwargs, "result": {}}
     ctx.tool_calls.append(entry)
     await _notify(ctx, {"type": "tool_call", "tool": name, "arguments": kwargs})
+    item = _call_item(call, name, kwargs)
+    error = None
     try:
-        output = await executor(
-            ctx, Call(name, kwargs, _call_item(call, name, kwargs)), max_output_chars
-        )
-        result = orjson.loads(output)
+        output = await executor(ctx, Call(name, kwargs, item), max_output_chars)
     except AppError as exc:
-        result = {"error": exc.detail}
-        output = ""
+        error = exc.detail
     except TypeError:
-        required = ", ".join(TOOL_SPECS[name]["parameters"].get("required", []))
-        result = {"error": f"{name} needs: {required}"}
-        output = ""
-    capped = cap_output(result, max_output_chars)
-    if capped is not result or not output:
-        result, output = capped, orjson.dumps(capped).decode()
+        error = f"{name} needs: {', '.join(TOOL_SPECS[name]['parameters'].get('required', []))}"
+    if error is not None:
+        output = orjson.dumps(cap_output({"error": error}, max_output_chars)).decode()
+    result = orjson.loads(output)
     metrics.tool_call(name, result)
     entry["result"] = result
     await _notify(ctx, {"type": "tool_result", "tool": name, "result": result})

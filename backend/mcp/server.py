@@ -61,7 +61,12 @@ async def _run(ctx: McpContext, name: str, **arguments: Any) -> CallToolResult:
         actions.plan(name, user.id, arguments, settings.max_tasks_per_user)
         await limit_writes(_request(ctx), user)
         result = await actions.run_in_transaction(
-            _sessions(ctx), name, user.id, arguments, settings.max_tool_output_chars
+            _sessions(ctx),
+            name,
+            user.id,
+            arguments,
+            max_tasks=settings.max_tasks_per_user,
+            max_output_chars=settings.max_tool_output_chars,
         )
     except AppError as exc:
         # Returned, not raised: the SDK would prefix "Error executing tool <name>: ".

@@ -178,9 +178,14 @@ class Write:
     """Raised when the change found no task (unknown id) or made none (at the limit)."""
 
 
+@functools.cache
+def _ctes(change: str, status: str, description: bool) -> str:
+    """Built once per action: the same string object every call (and its hash, cached)."""
+    return f"{change}, {_OUTPUT.format(result=_result(status, description))}"
+
+
 def _write(change: service.Change, status: str, description: bool = False) -> Write:
-    output = _OUTPUT.format(result=_result(status, description))
-    return Write(f"{change.ctes}, {output}", change.params, change.missing)
+    return Write(_ctes(change.ctes, status, description), change.params, change.missing)
 
 
 def _add(user_id: str, max_tasks: int, title: Any, description: Any = None) -> Write:
@@ -217,7 +222,6 @@ WRITES: dict[str, Callable[..., Write]] = {
     "delete_task": _delete,
 }
 READS = {"list_tasks": list_tasks}
-NAMES = (*WRITES, *READS)
 
 
 def plan(name: str, user_id: str, arguments: dict[str, Any], max_tasks: int) -> Write | None:
@@ -263,6 +267,8 @@ async def run_in_transaction(
     name: str,
     user_id: str,
     arguments: dict[str, Any],
+    *,
+    max_tasks: int = service.MAX_TASKS_PER_USER,
     max_output_chars: int = MAX_OUTPUT_CHARS,
 ) -> dict[str, Any]:
     """One action in its own transaction, its result as a dict (MCP's tools)."""
@@ -272,7 +278,7 @@ async def run_in_transaction(
             name,
             user_id,
             arguments,
-            max_tasks=service.max_tasks(session),
+            max_tasks=max_tasks,
             max_output_chars=max_output_chars,
         )
     result: dict[str, Any] = orjson.loads(output)

@@ -2,12 +2,11 @@
 
 Every function takes the owner's user id (from a verified token) and never touches another
 user's rows: an id that exists but belongs to someone else is reported exactly like an unknown one.
-Functions flush; the caller's unit of work commits.
+A write is a `Change` (one statement), run by `apply` or inside a larger statement.
 
-A user holds at most `max_tasks_per_user` tasks (read from `session.info`, where the app's session
-factories put the MAX_TASKS_PER_USER setting); `create_task` keeps that count exact under
-concurrent creates: the user's row in `task_counts` moves in the same statement as the insert or
-delete (see `Change`).
+A user holds at most MAX_TASKS_PER_USER tasks (the caller passes the setting to `create`),
+exact under concurrent creates: the user's row in `task_counts` moves in the same statement as
+the insert or delete (see `Change`).
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ TITLE_MAX = 200
 DESCRIPTION_MAX = 2000
 SEARCH_MAX = 200
 MAX_TASKS_PER_USER = 1000
-"""The default of the MAX_TASKS_PER_USER setting (used when a session carries no limit)."""
+"""The default of the MAX_TASKS_PER_USER setting."""
 MAX_TASK_ID = 2**63 - 1
 _UNSET: Any = object()
 T: Any = Task
@@ -94,16 +93,10 @@ def _check_id(task_id: Any) -> int:
     return task_id
 
 
-def max_tasks(db: Db) -> int:
-    """The MAX_TASKS_PER_USER of the app's session factories (the default for anything else)."""
-    info = db.info if isinstance(db, AsyncSession) else {}
-    return int(info.get("max_tasks_per_user", MAX_TASKS_PER_USER))
-
-
 @dataclass(frozen=True, slots=True)
 class Change:
     """One task change as SQL: common table expressions, the one named `task` returning the
-    changed task's row (TASK_COLUMNS), or nothing when `missing` applies.
+    changed task's row (`_TASK_COLUMNS`), or nothing when `missing` applies.
 
     `apply` runs it as a statement of its own; the agent's tools put more CTEs after it (the
     action's result, the turn journal's record), so that the change and its record are one
@@ -115,7 +108,7 @@ class Change:
     missing: AppError
 
 
-TASK_COLUMNS = "id, user_id, title, description, completed, created_at, updated_at"
+_TASK_COLUMNS = "id, user_id, title, description, completed, created_at, updated_at"
 
 # The count row is locked by the upsert, and a concurrent create re-checks the limit against
 # the committed count after waiting: exact under any concurrency, without a second statement.
@@ -127,7 +120,7 @@ _CREATE = f"""
     ), task AS (
         INSERT INTO tasks (user_id, title, description)
         SELECT :uid, :title, :description FROM slot
-        RETURNING {TASK_COLUMNS}
+        RETURNING {_TASK_COLUMNS}
     )"""
 _UPDATE = f"""
     task AS (
@@ -139,11 +132,11 @@ _UPDATE = f"""
                                 ELSE completed END,
                updated_at = now()
          WHERE id = :task_id AND user_id = :uid
-        RETURNING {TASK_COLUMNS}
+        RETURNING {_TASK_COLUMNS}
     )"""
 _DELETE = f"""
     task AS (
-        DELETE FROM tasks WHERE id = :task_id AND user_id = :uid RETURNING {TASK_COLUMNS}
+        DELETE FROM tasks WHERE id = :task_id AND user_id = :uid RETURNING {_TASK_COLUMNS}
     ), uncounted AS (
         UPDATE task_counts SET tasks = tasks - 1
          WHERE user_id = :uid AND EXISTS (SELECT 1 FROM task)
@@ -189,7 +182,7 @@ def delete(user_id: str, task_id: Any) -> Change:
 
 @functools.cache
 def _alone(ctes: str) -> Any:
-    return text(f"WITH {ctes} SELECT {TASK_COLUMNS} FROM task")
+    return text(f"WITH {ctes} SELECT {_TASK_COLUMNS} FROM task")
 
 
 async def apply(db: Db, change: Change) -> Any:
@@ -198,11 +191,6 @@ async def apply(db: Db, change: Change) -> Any:
     if row is None:
         raise change.missing
     return row
-
-
-async def create_task(session: Db, user_id: str, title: Any, description: Any = None) -> Any:
-    """Insert a task unless the user is at the limit (409 `task_limit_reached`)."""
-    return await apply(session, create(user_id, title, description, max_tasks(session)))
 
 
 def _status(status: TaskStatus | str) -> TaskStatus:
@@ -277,10 +265,6 @@ async def get_task(session: Db, user_id: str, task_id: Any) -> Task:
     if task is None:
         raise TaskNotFound(task_id)
     return task
-
-
-async def complete_task(session: Db, user_id: str, task_id: Any) -> Any:
-    return await apply(session, update(user_id, task_id, completed=True))
 
 
 async def delete_task(session: Db, user_id: str, task_id: Any) -> Any:
