@@ -21,35 +21,38 @@ from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import Route
 
-from backend import health
 from backend.agent.factory import build_agent, build_model, configure_tracing
-from backend.apidocs import install_api_docs
 from backend.auth.devkeys import UNKNOWN_KEY_DETAIL, load_or_create_dev_key, public_jwk
 from backend.auth.jwks import JWKSCache
+from backend.auth.user import User
 from backend.auth.verifier import TokenVerifier
-from backend.chat import history, repository
-from backend.chat.router import router as chat_router
-from backend.chat.turn import ChatRuntime, recorded_body
-from backend.chatkit.router import router as chatkit_router
+from backend.chat import history, journal, repository
+from backend.chat.failures import recorded_body
+from backend.chat.runtime import ChatRuntime
 from backend.chatkit.server import TaskChatKitServer
 from backend.chatkit.store import PostgresStore
-from backend.config import Settings, get_settings
-from backend.db import app_database_url, create_engine, session_factory
-from backend.deps import AppState, lifespan_state
-from backend.errors import install_error_handlers
-from backend.http import create_http_session
-from backend.logging import configure_logging
-from backend.mcp.auth import MCPEndpoint
-from backend.mcp.server import build_mcp_server
-from backend.middleware import RequestContextMiddleware
-from backend.observability import endpoint as metrics_endpoint
+from backend.core.config import Settings, get_settings
+from backend.core.db import create_engine, session_factory
+from backend.core.embedded import app_database_url
+from backend.core.http import create_http_session
+from backend.core.logging import configure_logging
+from backend.core.schema import check_schema
+from backend.mcp.server import McpRuntime, build_mcp_server
 from backend.observability import metrics
 from backend.observability.metered_model import MeteredModel
 from backend.reliability.idempotency import IdempotencyStore, Recorded
 from backend.reliability.ratelimit import build_rate_limits
-from backend.schema import check_schema
-from backend.tasks.router import router as tasks_router
-from backend.web.router import build_router as build_web_router
+from backend.web import health
+from backend.web import metrics as metrics_endpoint
+from backend.web.apidocs import install_api_docs
+from backend.web.chat import router as chat_router
+from backend.web.chatkit import router as chatkit_router
+from backend.web.errors import install_error_handlers
+from backend.web.mcp import MCPEndpoint
+from backend.web.middleware import RequestContextMiddleware
+from backend.web.playground import build_router as build_web_router
+from backend.web.state import AppState, lifespan_state
+from backend.web.tasks import router as tasks_router
 
 log = logging.getLogger("backend")
 
@@ -103,7 +106,7 @@ async def _purge_periodically(
 
 def _recorded_turns(autocommit_engine: AsyncEngine) -> Recorded:
     async def recorded(user_id: str, turn_id: uuid.UUID) -> dict[str, Any] | None:
-        turn = await repository.recorded_turn(autocommit_engine, user_id=user_id, turn=turn_id)
+        turn = await journal.recorded_turn(autocommit_engine, user_id=user_id, turn=turn_id)
         return recorded_body(turn) if turn is not None else None
 
     return recorded
@@ -171,7 +174,21 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
                 autocommit_engine=autocommit_engine,
                 agent=build_agent(settings, agent_model, http),
             )
-            mcp = build_mcp_server(app)
+            rate_limits = await build_rate_limits(settings, autocommit_engine, stack)
+
+            async def spend_write(user: User) -> None:
+                await rate_limits.write.hit(user.id)
+
+            mcp = build_mcp_server(
+                app.title,
+                app.version,
+                McpRuntime(
+                    engine=autocommit_engine,
+                    max_tasks=settings.max_tasks_per_user,
+                    max_output_chars=settings.max_tool_output_chars,
+                    spend_write=spend_write,
+                ),
+            )
             await stack.enter_async_context(run_in_own_task(mcp.session_manager.run()))
             idempotency = IdempotencyStore(
                 autocommit_engine,
@@ -189,7 +206,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
                 chat=chat,
                 chatkit=TaskChatKitServer(PostgresStore(autocommit_engine)),
                 mcp=mcp,
-                rate_limits=await build_rate_limits(settings, autocommit_engine, stack),
+                rate_limits=rate_limits,
                 idempotency=idempotency,
             )
             purger = asyncio.create_task(_purge_periodically(idempotency, autocommit_engine))
@@ -228,7 +245,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     app.include_router(chat_router)
     app.include_router(chatkit_router)
     app.include_router(build_web_router(settings))
-    mcp_endpoint = MCPEndpoint(app)
+    mcp_endpoint = MCPEndpoint()
     for path in ("/mcp", "/mcp/"):
         app.router.routes.append(
             Route(path, mcp_endpoint, methods=["POST"], include_in_schema=False)

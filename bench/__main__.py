@@ -41,8 +41,8 @@ import psycopg
 
 from backend.auth.devkeys import load_or_create_dev_key, mint_token
 from backend.chat.history import count_tokens
-from backend.cli import migrate
-from backend.config import normalize_database_url
+from backend.server.cli import migrate
+from backend.core.config import normalize_database_url
 from bench.env import isolated_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,7 +170,7 @@ def database_server(tmp: Path) -> str:
     server = os.environ.get("BENCH_DATABASE_URL")
     if server:
         return normalize_database_url(server).replace("postgresql+psycopg://", "postgresql://", 1)
-    from backend.db import embedded_database_url
+    from backend.core.embedded import embedded_database_url
 
     return embedded_database_url(tmp).replace("postgresql+psycopg://", "postgresql://", 1)
 
@@ -198,7 +198,7 @@ def database(tmp: Path, source: Path | None = None) -> Any:
         if source is None and not os.environ.get("BENCH_DATABASE_URL"):
             # Stop the embedded server now: its atexit hook runs after `tmp` is deleted, when
             # `pg_ctl stop` can no longer find the data directory and postgres lingers.
-            from backend.embedded import stop_embedded
+            from backend.core.embedded import stop_embedded
 
             stop_embedded(tmp)
 

@@ -9,9 +9,9 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from backend.config import get_settings
-from backend.db import resolve_database_url
-from backend.models import metadata
+from backend.core.config import get_settings
+from backend.core.embedded import resolve_database_url
+from backend.server.tables import metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

@@ -15,8 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from backend.auth.devkeys import load_or_create_dev_key, mint_token
-from backend.config import Settings, normalize_database_url
-from backend.deps import STATE_KEY, AppState
+from backend.core.config import Settings, normalize_database_url
+from backend.web.state import STATE_KEY, AppState
 from backend.main import create_app
 from tests.db import create_database, drop_database, server_url
 
@@ -37,7 +37,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Async URL of a freshly created, migrated database (dropped at the end)."""
-    from backend.cli import migrate
+    from backend.server.cli import migrate
 
     server = server_url(tmp_path_factory.mktemp("pg"))
     url, name = create_database(server)

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from backend.config import normalize_database_url
+from backend.core.config import normalize_database_url
 
 
 def _libpq(url: str) -> str:
@@ -21,7 +21,7 @@ def server_url(tmp_root: Path) -> str:
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         return _libpq(normalize_database_url(url))
-    from backend.db import embedded_database_url
+    from backend.core.embedded import embedded_database_url
 
     return _libpq(embedded_database_url(tmp_root))
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from backend.config import Settings
+from backend.core.config import Settings
 from backend.main import create_app
 from tests.conftest import make_settings, running_app
 
@@ -322,8 +322,8 @@ async def test_dev_mode_token_from_the_cli(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from backend import cli
-    from backend.config import get_settings
+    from backend.server import cli
+    from backend.core.config import get_settings
 
     monkeypatch.setenv("DATA_DIR", str(data_dir))
     get_settings.cache_clear()

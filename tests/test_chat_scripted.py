@@ -9,7 +9,7 @@ import httpx
 import pytest
 from agents.testing import ScriptedModel, assistant_message, function_call
 
-from backend.config import Settings
+from backend.core.config import Settings
 from backend.main import create_app
 from tests.conftest import running_app
 

@@ -10,7 +10,7 @@ import httpx
 from agents import Model
 from agents.testing import ScriptedModel, assistant_message, function_call
 
-from backend.config import Settings
+from backend.core.config import Settings
 from backend.main import create_app
 from tests.conftest import LIVE_STATES, running_app, serving
 

@@ -39,7 +39,7 @@ from chatkit.types import (
 )
 from pydantic import BaseModel, TypeAdapter
 
-from backend.config import Settings
+from backend.core.config import Settings
 from backend.main import create_app
 from bench.stub_llm import StubLLM
 from tests.conftest import LIVE_STATES, make_settings, running_app, serving

@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from backend.config import Settings
-from backend.httpserver import uvicorn_limits
+from backend.core.config import Settings
+from backend.server.httpserver import uvicorn_limits
 from backend.main import create_app
 from tests.conftest import make_settings, serving
 
@@ -274,7 +274,7 @@ async def test_ordinary_requests_are_unaffected(
 def test_serve_names_the_protocol_so_workers_can_load_it(limited_settings: Settings) -> None:
     from uvicorn.importer import import_from_string
 
-    from backend.httpserver import LimitedHttpProtocol
+    from backend.server.httpserver import LimitedHttpProtocol
 
     limits = uvicorn_limits(limited_settings)
     assert import_from_string(limits["http"]) is LimitedHttpProtocol

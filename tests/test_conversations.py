@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backend.chat import repository
 from backend.chat.history import count_tokens
-from backend.config import Settings
+from backend.core.config import Settings
 from backend.main import create_app
 from backend.tasks import actions
 from tests.conftest import make_settings, running_app

@@ -20,7 +20,7 @@ from schemathesis.checks import (
 )
 
 from backend.auth.devkeys import load_or_create_dev_key, mint_token
-from backend.config import Settings
+from backend.core.config import Settings
 from backend.main import create_app
 from tests.conftest import make_settings
 

@@ -14,7 +14,7 @@ import pytest
 from fastapi import Request
 from sqlalchemy import text
 
-from backend.deps import app_state
+from backend.web.state import app_state
 from backend.main import create_app
 from tests.conftest import make_settings, running_app
 

@@ -34,9 +34,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backend.chat.history import count_tokens, count_tokens_async, warm_up
-from backend.config import Settings
-from backend.db import session_factory
-from backend.errors import AppError
+from backend.core.config import Settings
+from backend.core.db import session_factory
+from backend.core.errors import AppError
 from backend.main import create_app
 from backend.tasks import actions
 from backend.tasks.actions import cap_output

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from backend.config import Settings
+from backend.core.config import Settings
 from backend.main import create_app
 from tests.conftest import make_settings, running_app
 
@@ -135,7 +135,8 @@ async def test_json_log_lines_carry_the_request_id(
 
 _WORKER = """
 import sys
-from backend.observability import endpoint, metrics
+from backend.observability import metrics
+from backend.web import metrics as endpoint
 for _ in range(int(sys.argv[1])):
     metrics.request_done("GET", "/health", 200, 0.001)
 metrics.turn_started()
@@ -145,7 +146,7 @@ if sys.argv[2] == "exit":
 _SCRAPE = """
 import sys
 from prometheus_client import generate_latest
-from backend.observability import endpoint
+from backend.web import metrics as endpoint
 sys.stdout.write(generate_latest(endpoint._registry()).decode())
 """
 

@@ -12,9 +12,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from backend.cli import ALEMBIC_INI, migrate
-from backend.config import normalize_database_url
-from backend.models import metadata
+from backend.server.cli import ALEMBIC_INI, migrate
+from backend.core.config import normalize_database_url
+from backend.server.tables import metadata
 from tests.db import create_database, drop_database, server_url
 
 

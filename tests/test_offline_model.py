@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backend.agent.context import TurnContext
 from backend.agent.offline import OfflineModel
 from backend.agent.tools import task_tools
-from backend.config import Settings
-from backend.db import create_engine, session_factory
+from backend.core.config import Settings
+from backend.core.db import create_engine, session_factory
 from backend.main import create_app
 from backend.tasks import service
 from backend.tasks.models import Task

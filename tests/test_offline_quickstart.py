@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from backend.config import Settings
+from backend.core.config import Settings
 from backend.main import create_app
 from tests.conftest import running_app
 

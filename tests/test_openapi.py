@@ -12,11 +12,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from backend.auth.deps import current_user
-from backend.config import Settings
-from backend.db import get_session
+from backend.web.deps import current_user
+from backend.core.config import Settings
+from backend.web.deps import get_session
 from backend.main import create_app
-from backend.reliability.deps import (
+from backend.web.limits import (
     chat_rate_limit,
     counted_chat_turn,
     limit_reads,

@@ -14,7 +14,7 @@ import pytest
 from agents.testing import ScriptedModel, assistant_message
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from backend.errors import RateLimited
+from backend.core.errors import RateLimited
 from backend.main import create_app
 from backend.reliability.ratelimit import (
     Budget,

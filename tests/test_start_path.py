@@ -19,10 +19,10 @@ from sqlalchemy import create_engine, inspect, text
 from backend.auth.devkeys import load_or_create_dev_key, mint_token, public_jwk
 from backend.auth.jwks import JWKSCache
 from backend.auth.verifier import TokenVerifier
-from backend.config import DEV_ISSUER, Settings, normalize_database_url
-from backend.errors import Unauthorized
+from backend.core.config import DEV_ISSUER, Settings, normalize_database_url
+from backend.core.errors import Unauthorized
 from backend.main import create_app
-from backend.schema import ALEMBIC_INI, SchemaBehind, code_revisions
+from backend.core.schema import ALEMBIC_INI, SchemaBehind, code_revisions
 from tests.conftest import make_settings, running_app
 from tests.db import create_database, drop_database, server_url
 from tests.embedded_pg import postgres_data_dir, postgres_using
@@ -97,7 +97,7 @@ async def test_migrate_on_start_brings_the_database_to_head(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     url = await asyncio.to_thread(database_at, "0003")
-    caplog.set_level(logging.INFO, logger="backend.schema")
+    caplog.set_level(logging.INFO, logger="backend.core.schema")
     app = create_app(make_settings(url, data_dir, migrate_on_start=True))
     async with running_app(app) as client:
         # 0004 made the rate-limit and idempotency tables a chat turn needs
@@ -108,7 +108,7 @@ async def test_migrate_on_start_brings_the_database_to_head(
         )
         assert r.status_code == 200, r.text
     assert _revision(url) == HEAD
-    logged = [r.getMessage() for r in caplog.records if r.name == "backend.schema"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "backend.core.schema"]
     assert f"database schema at revision 0003; migrating to {HEAD}" in logged
     assert f"database schema at revision {HEAD} (head)" in logged
 
@@ -116,7 +116,7 @@ async def test_migrate_on_start_brings_the_database_to_head(
 async def test_every_start_logs_the_revision(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="backend.schema")
+    caplog.set_level(logging.INFO, logger="backend.core.schema")
     async with running_app(create_app(settings)) as client:
         assert (await client.get("/health/ready")).status_code == 200
     assert f"database schema at revision {HEAD} (head)" in caplog.messages

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from backend.auth.jwks import JWKSCache
 from backend.auth.verifier import TokenVerifier
-from backend.errors import Unauthorized
+from backend.core.errors import Unauthorized
 from backend.main import create_app
 from bench.env import isolated_env
 from tests.conftest import make_settings, running_app
@@ -143,7 +143,7 @@ def test_serve_refuses_to_start_with_a_bare_jwt_secret(database_url: str, tmp_pa
         "DATA_DIR": str(tmp_path),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "backend.cli", "serve", "--no-migrate", "--port", "0"],
+        [sys.executable, "-m", "backend.server.cli", "serve", "--no-migrate", "--port", "0"],
         env=env,
         cwd=tmp_path,
         capture_output=True,

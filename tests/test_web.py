@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 
 from backend.main import create_app
-from backend.web.router import ASSETS, STATIC_DIR
+from backend.web.playground import ASSETS, STATIC_DIR
 from tests.conftest import make_settings, with_lifespan_state
 
 TOKEN_PATH = "/api/dev/token"

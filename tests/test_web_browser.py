@@ -1,6 +1,6 @@
 """The playground in a real Chromium (Debian's, driven by Playwright) against a real server process.
 
-One server per module, started as `python -m backend.cli serve` on a free loopback port with the
+One server per module, started as `python -m backend.server.cli serve` on a free loopback port with the
 built-in offline model and RATE_LIMIT_REQUESTS=3 per user; each test signs in as its own users.
 The screenshots in docs/screenshots are taken here: they are rewritten when UPDATE_SCREENSHOTS=1
 (or when missing), otherwise taken into a temporary directory so a test run leaves git clean.
@@ -66,7 +66,7 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "backend.cli", "serve", "--no-migrate"]
+    command = [sys.executable, "-m", "backend.server.cli", "serve", "--no-migrate"]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(port)],

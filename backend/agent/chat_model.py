@@ -4,7 +4,7 @@ Profiling showed the stock adapter stack (the SDK's converter plus the OpenAI cl
 and response machinery) as the largest share of a turn's CPU, and streamed turns paid for it
 twice. For the shapes this service sends (system prompt, user/assistant text, function calls
 and their outputs, function tools) this model builds the request itself, posts it with orjson
-over the process's one aiohttp pool (`backend.http`), and turns the answer into the SDK's
+over the process's one aiohttp pool (`backend.core.http`), and turns the answer into the SDK's
 output items:
 
 - `get_response` reads one JSON answer;
@@ -398,7 +398,7 @@ class ChatCompletionsModel(Model):
         return output
 
     async def close(self) -> None:
-        """The HTTP pool belongs to the process (`backend.http`), not to the model."""
+        """The HTTP pool belongs to the process (`backend.core.http`), not to the model."""
 
 
 def _error_status(error: Any) -> int:

@@ -6,10 +6,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from backend.tasks.service import MAX_TASKS_PER_USER
-
 
 @dataclass(frozen=True, slots=True)
 class Call:
@@ -23,11 +19,15 @@ class Call:
 
 
 class Journal(Protocol):
-    """The turn's journal (`chat.turn`): records a tool call in the statement that made it."""
+    """Where a turn's tool calls run and are recorded (`chat.journal`)."""
 
-    async def __call__(self, ctes: str, params: dict[str, Any], call: Call) -> str | None:
-        """Run `ctes`, which define `output(text)` (the call's result as JSON text), with the
-        record of `call` in one statement; the output, or None if `output` had no row."""
+    async def run(self, call: Call, max_output: int) -> str:
+        """Run `call` for the journal's user; its result as JSON text of at most `max_output`
+        characters, recorded with the change it made. Failures raise `AppError`."""
+        ...
+
+    async def record(self, call: Call, output: str) -> None:
+        """Record a result obtained elsewhere (a remote MCP server's)."""
         ...
 
 
@@ -37,9 +37,8 @@ class TurnContext:
 
     user_id: str
     """The token's `sub`. Tools act on this user's tasks and no one else's."""
-    engine: AsyncEngine
-    """Where tools run their statements: autocommit (each write action is one statement)."""
-    max_tasks: int = MAX_TASKS_PER_USER
+    journal: Journal = field(repr=False)
+    """Runs the tools' actions for this user and records them (`chat.journal`)."""
     token: str = field(default="", repr=False)
     """The caller's bearer token, forwarded only when tools run over our own MCP server."""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
@@ -48,5 +47,3 @@ class TurnContext:
         default=None, repr=False
     )
     """Streaming turns: told `tool_call` before and `tool_result` after each tool runs."""
-    journal: Journal | None = field(default=None, repr=False)
-    """The turn's journal (None outside a chat turn)."""

@@ -14,7 +14,7 @@ from backend.agent.chat_model import ChatCompletionsModel
 from backend.agent.context import TurnContext
 from backend.agent.prompts import DEFAULT_INSTRUCTIONS
 from backend.agent.tools import Executor, in_process, task_tools
-from backend.config import OPENAI_BASE_URL, Settings
+from backend.core.config import OPENAI_BASE_URL, Settings
 
 log = logging.getLogger(__name__)
 

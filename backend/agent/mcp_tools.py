@@ -16,8 +16,8 @@ import aiohttp
 import orjson
 
 from backend.agent.context import Call, TurnContext
-from backend.errors import AppError, ServiceUnavailable
-from backend.tasks.actions import GIVEN_OUTPUT, cap_output
+from backend.core.errors import AppError, ServiceUnavailable
+from backend.tasks.registry import cap_output
 
 _ids = itertools.count(1)
 # The newest version with the classic request shape (2026-07-28 wants a `_meta` envelope).
@@ -65,8 +65,7 @@ class McpToolClient:
         parsed = orjson.loads(text)
         outcome = parsed if isinstance(parsed, dict) else {"result": parsed}
         output = orjson.dumps(cap_output(outcome, max_output_chars)).decode()
-        if ctx.journal is not None:
-            await ctx.journal(GIVEN_OUTPUT, {"output": output}, call)
+        await ctx.journal.record(call, output)
         return output
 
 

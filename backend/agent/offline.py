@@ -54,7 +54,7 @@ from openai.types.responses.response_usage import InputTokensDetails, OutputToke
 
 from backend.agent.items import text_of
 from backend.agent.offline_intents import Intent, ToolCall, match_tasks, parse, read, words
-from backend.config import OFFLINE_MODEL_NAME
+from backend.core.config import OFFLINE_MODEL_NAME
 
 HELP = (
     "I'm the built-in offline assistant: a few simple rules, not an AI model, so keep requests "

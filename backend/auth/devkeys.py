@@ -19,7 +19,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from backend.config import DEV_ISSUER
+from backend.core.config import DEV_ISSUER
 
 KEY_FILE = "dev-jwt-ed25519.pem"
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
 from jwt import PyJWK
 
 from backend.auth.jwks import JWKSCache, JWKSUnavailable
-from backend.errors import ServiceUnavailable, Unauthorized
+from backend.auth.user import User
+from backend.core.errors import ServiceUnavailable, Unauthorized
 
 # Which JWK shapes may verify which algorithm (Better Auth's jwt plugin offers these families).
 _KEY_TYPES: dict[str, tuple[str, str | None]] = {
@@ -35,17 +35,6 @@ _KEY_TYPES: dict[str, tuple[str, str | None]] = {
     "PS384": ("RSA", None),
     "PS512": ("RSA", None),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    """The caller, as proven by a verified token."""
-
-    id: str
-    """The token's `sub`: the only source of identity anywhere in the service."""
-    claims: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-    token: str = field(default="", repr=False, compare=False)
-    """The raw bearer token, kept only to forward to our own MCP server."""
 
 
 class TokenVerifier:

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.chat import repository
-from backend.errors import InvalidInput
-from backend.textrules import clean_text
+from backend.core.errors import InvalidInput
+from backend.core.text import clean_text
 
 
 def clean_title(title: Any) -> str:

@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from backend.timeutil import utcnow
+from backend.core.timeutil import utcnow
 
 
 class Conversation(SQLModel, table=True):

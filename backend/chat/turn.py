@@ -6,25 +6,18 @@ everything about a conversation lives in PostgreSQL, so any replica can continue
 connection is held while the model thinks; the conversation's claim (`active_turn`, lasting
 CHAT_TIMEOUT_SECONDS + 5 s) keeps two turns of one conversation from interleaving.
 
-The journal (`chat.repository`), and what each failure leaves:
-- `begin` claims the conversation and writes the user message and a reply placeholder, hidden;
-- each tool call's task change and its record are one statement (`tasks.actions` builds the
-  change, `repository.record_tool_call` appends the record): from the first one on, the
-  conversation shows the user message and every tool call that took effect;
-- the end writes the reply. A failure (model error, timeout, database outage, the client
-  stopping a ChatKit stream) writes an "interrupted" note under the tool calls instead; if no
-  tool had committed, the turn's rows go (and a conversation the turn created is not listed).
-  If the database is down at that moment, the clean-up is retried in the background, and a
-  turn whose process died reads as interrupted once its claim lapses.
-So no task changes without the conversation saying so, and a retry never repeats a committed
-tool call: with an Idempotency-Key, the repeat of a finished or interrupted turn returns the
-turn as recorded, and only a turn that committed nothing runs again.
+Each front door builds one `TurnRequest`. What a turn leaves in its conversation, step by
+step and on every failure, is the turn journal's promise: see `chat.journal`. A failure (model
+error, timeout, database outage, the client stopping a ChatKit stream) is closed there; if the
+database is down at that moment, the close is retried in the background, and a turn whose
+process died reads as interrupted once its claim lapses. With an Idempotency-Key, the repeat of
+a finished or interrupted turn returns the turn as recorded (`failures.recorded_body`), and only
+a turn that committed nothing runs again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 import uuid
@@ -32,65 +25,57 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
-import openai
-from agents import Agent, MaxTurnsExceeded, Runner, RunResult, RunResultStreaming
-from agents.exceptions import AgentsException, ModelBehaviorError
+from agents import MaxTurnsExceeded, Runner, RunResult, RunResultStreaming
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.agent.chat_model import ProviderError
-from backend.agent.context import Call, Journal, TurnContext
+from backend.agent.context import TurnContext
 from backend.agent.items import text_of
-from backend.auth import User
-from backend.chat import repository
+from backend.auth.user import User
+from backend.chat import claim, journal, repository
+from backend.chat.failures import classify, note, recorded_body
 from backend.chat.history import count_tokens_async, title_from, to_input_items
+from backend.chat.journal import RecordedTurn, TurnJournal
+from backend.chat.runtime import ChatRuntime
 from backend.chat.schemas import ChatResponse, ToolCall
-from backend.config import Settings
-from backend.errors import (
+from backend.core.errors import (
     AppError,
     DatabaseUnavailable,
-    GatewayTimeout,
-    RateLimited,
     ServiceUnavailable,
     is_connectivity_error,
 )
+from backend.core.text import clean_text
 from backend.observability import metrics
 from backend.reliability.idempotency import IdempotencyClaim
-from backend.textrules import clean_text
 
 log = logging.getLogger(__name__)
 
-AI_UNAVAILABLE = "AI service temporarily unavailable"
 MAX_TURNS_REPLY = "I couldn't finish that within my step limit. Please try a simpler request."
 
 
-@dataclass
-class ChatRuntime:
-    """What a turn needs from the process: built once in the lifespan."""
+@dataclass(frozen=True, slots=True)
+class ChatKitInput:
+    """What a ChatKit turn adds: its own item for the user message, or a retry (`adopt`) that
+    answers a user message stored earlier."""
 
-    settings: Settings
-    autocommit_engine: AsyncEngine
-    """Single-statement units: the journal's statements, and a tool's task change with its
-    record, are each atomic on their own."""
-    agent: Agent[TurnContext]
-    background: set[asyncio.Task[Any]] = field(default_factory=set)
-    """Turns whose clients left and clean-ups being retried (kept referenced; awaited at shutdown)."""
+    user_item_id: str | None = None
+    user_item: dict[str, Any] | None = None
+    adopt: bool = False
 
-    def agent_for_run(self) -> Agent[TurnContext]:
-        """A shallow copy for one run: the same tools and model, its own identity.
 
-        The SDK checks every concurrent run of one Agent object against all the others (to detect
-        tools changing mid-run), which costs O(concurrent runs) per step; a copy per run keeps
-        that check O(1). The copy holds nothing per user. (`copy.copy`, not `Agent.clone`: the
-        clone re-validates the agent, resolving its type hints, on every turn.)
-        """
-        return copy.copy(self.agent)
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    """One front door's request for a turn: what `begin` needs, built from the verified caller."""
 
-    def spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-        return task
+    user: User
+    message: str
+    conversation_id: uuid.UUID | None = None
+    """None starts a new conversation."""
+    create: bool = False
+    """Create the conversation with the given id (ChatKit picks thread ids)."""
+    key: IdempotencyClaim | None = None
+    chatkit: ChatKitInput | None = None
+    field_name: str = "message"
+    """The request field the message came from, for 422 errors."""
 
 
 @dataclass
@@ -102,48 +87,53 @@ class Turn:
     conversation_id: uuid.UUID
     created: bool
     """This turn created the conversation (a failure that committed nothing removes it)."""
-    id: uuid.UUID
-    user_row: int | None
-    reply_row: int
+    journal: TurnJournal
     reply_item_id: str
     title: str | None
     history: list[dict[str, Any]]
     context: TurnContext
     key: IdempotencyClaim | None = None
     started: float = field(default_factory=time.perf_counter)
-    interrupted: repository.RecordedTurn | None = None
+    interrupted: RecordedTurn | None = None
     """Set when the turn failed after its tools committed: what the conversation now shows."""
 
+    @property
+    def id(self) -> uuid.UUID:
+        return self.journal.turn
 
-async def begin(
-    rt: ChatRuntime,
-    user: User,
-    message: str,
-    conversation_id: uuid.UUID | None,
-    *,
-    create: bool = False,
-    key: IdempotencyClaim | None = None,
-    user_item_id: str | None = None,
-    user_item: dict[str, Any] | None = None,
-    reply_item_id: str | None = None,
-    adopt: bool = False,
-    field_name: str = "message",
-) -> Turn:
+    @property
+    def reply_row(self) -> int:
+        return self.journal.reply_row
+
+    @property
+    def rows(self) -> dict[str, Any]:
+        """The turn's identity in the journal's statements."""
+        j = self.journal
+        return {
+            "user_id": self.user.id,
+            "conversation_id": self.conversation_id,
+            "turn": j.turn,
+            "user_row": j.user_row,
+            "reply_row": j.reply_row,
+        }
+
+
+async def begin(rt: ChatRuntime, request: TurnRequest) -> Turn:
     """Validate, claim (or create) the conversation, journal the turn's start, load history.
 
-    `create` with a given id makes a conversation of that id (ChatKit picks thread ids);
-    `adopt` answers a user message stored earlier (ChatKit's retry). On any failure here the
-    idempotency key is released: nothing ran.
+    On any failure here the idempotency key is released: nothing ran.
     """
-    settings = rt.settings
+    settings, user, key = rt.settings, request.user, request.key
+    chatkit = request.chatkit or ChatKitInput()
+    create, conversation_id = request.create, request.conversation_id
     try:
-        text = clean_text(field_name, message, settings.max_message_chars)
+        text = clean_text(request.field_name, request.message, settings.max_message_chars)
         if conversation_id is None:
             conversation_id, create = uuid.uuid4(), True
         turn_id = key.turn_id if key is not None and key.turn_id else uuid.uuid4()
-        reply_item_id = reply_item_id or "msg_" + uuid.uuid4().hex
         title = title_from(text) if create else None
-        started = await repository.start_turn(
+        reply_item_id = repository.new_item_id()
+        started = await claim.start_turn(
             rt.autocommit_engine,
             user_id=user.id,
             conversation_id=conversation_id,
@@ -153,10 +143,10 @@ async def begin(
             lock_seconds=settings.turn_lock_seconds,
             user_content=text,
             user_tokens=await count_tokens_async(text),
-            user_item_id=user_item_id,
-            user_item=user_item,
+            user_item_id=chatkit.user_item_id,
+            user_item=chatkit.user_item,
             reply_item_id=reply_item_id,
-            adopt=adopt,
+            adopt=chatkit.adopt,
             max_messages=settings.history_max_messages,
             token_budget=settings.history_token_budget,
             max_active=settings.max_active_turns_per_user,
@@ -168,98 +158,32 @@ async def begin(
             raise DatabaseUnavailable() from None
         raise
     history = to_input_items(started.history)
-    if not adopt:
+    if not chatkit.adopt:
         history.append({"role": "user", "content": text})
-    turn = Turn(
+    journal = TurnJournal(
+        engine=rt.autocommit_engine,
+        user_id=user.id,
+        max_tasks=settings.max_tasks_per_user,
+        conversation_id=conversation_id,
+        turn=turn_id,
+        user_row=started.user_row,
+        reply_row=started.reply_row,
+    )
+    return Turn(
         user=user,
         message=text,
         conversation_id=conversation_id,
         created=create,
-        id=turn_id,
-        user_row=started.user_row,
-        reply_row=started.reply_row,
+        journal=journal,
         reply_item_id=reply_item_id,
         title=title,
         history=history,
-        context=TurnContext(
-            user_id=user.id,
-            engine=rt.autocommit_engine,
-            max_tasks=settings.max_tasks_per_user,
-            token=user.token,
-        ),
+        context=TurnContext(user_id=user.id, journal=journal, token=user.token),
         key=key,
     )
-    turn.context.journal = _journal(rt, turn)
-    return turn
-
-
-def _journal(rt: ChatRuntime, turn: Turn) -> Journal:
-    async def record(ctes: str, params: dict[str, Any], call: Call) -> str | None:
-        return await repository.record_tool_call(
-            rt.autocommit_engine,
-            conversation_id=turn.conversation_id,
-            turn=turn.id,
-            user_row=turn.user_row,
-            reply_row=turn.reply_row,
-            tool=call.name,
-            arguments=call.arguments,
-            call_item=call.item,
-            ctes=ctes,
-            params=params,
-        )
-
-    return record
 
 
 # --- running a turn -------------------------------------------------------------------------
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """The exception and what caused it (the SDK wraps errors raised inside tools)."""
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen and len(seen) < 10:
-        seen.append(current)
-        implicit = None if current.__suppress_context__ else current.__context__
-        current = current.__cause__ or implicit
-    return seen
-
-
-def classify(exc: BaseException) -> AppError | None:
-    """What the client sees for a failed turn; None for errors that are not the model's or the
-    database's (they propagate as they are)."""
-    causes = _causes(exc)
-    if any(isinstance(e, SQLAlchemyError) and is_connectivity_error(e) for e in causes):
-        return DatabaseUnavailable()
-    if isinstance(exc, AppError):
-        return exc
-    if isinstance(exc, TimeoutError):
-        return GatewayTimeout()
-    for cause in causes:
-        if isinstance(cause, ProviderError):
-            if cause.status == 429 and cause.retry_after and cause.retry_after.strip().isdigit():
-                return RateLimited(
-                    "The AI service is rate limited; retry later",
-                    retry_after=max(1, int(cause.retry_after)),
-                )
-            return ServiceUnavailable(AI_UNAVAILABLE)
-    if any(
-        isinstance(e, (openai.OpenAIError, ModelBehaviorError, AgentsException)) for e in causes
-    ):
-        return ServiceUnavailable(AI_UNAVAILABLE)
-    return None
-
-
-_REASONS = {
-    "timeout": "the AI service did not answer in time",
-    "database_unavailable": "the database was unavailable",
-    "stopped": "stopped",
-}
-
-
-def _note(reason: str) -> str:
-    text = _REASONS.get(reason, "the AI service failed")
-    return f"(My reply was interrupted: {text}. The task changes listed above were made.)"
 
 
 def reply_text(items: list[dict[str, Any]]) -> str:
@@ -341,13 +265,9 @@ async def execute(
         await _fail(rt, turn, exc)
         _raise_classified(exc)
     try:
-        await repository.finish_turn(
+        await journal.finish_turn(
             rt.autocommit_engine,
-            user_id=turn.user.id,
-            conversation_id=turn.conversation_id,
-            turn=turn.id,
-            user_row=turn.user_row,
-            reply_row=turn.reply_row,
+            **turn.rows,
             reply=reply,
             reply_tokens=await count_tokens_async(reply, items),
             tool_calls=ctx.tool_calls,
@@ -404,15 +324,11 @@ async def _fail(rt: ChatRuntime, turn: Turn, exc: BaseException) -> None:
 async def _close_failed(rt: ChatRuntime, turn: Turn, reason: str, *, first_try: bool) -> bool:
     """Write the failed turn's end; retried in the background while the database is down."""
     try:
-        recorded = await repository.interrupt_turn(
+        recorded = await journal.interrupt_turn(
             rt.autocommit_engine,
-            user_id=turn.user.id,
-            conversation_id=turn.conversation_id,
-            turn=turn.id,
-            user_row=turn.user_row,
-            reply_row=turn.reply_row,
+            **turn.rows,
             created=turn.created,
-            note=_note(reason),
+            note=note(reason),
         )
     except Exception:
         if first_try:
@@ -436,17 +352,6 @@ async def _retry_close(rt: ChatRuntime, turn: Turn, reason: str) -> None:
     log.warning("gave up closing turn %s; its claim lapses on its own", turn.id)
 
 
-def recorded_body(recorded: repository.RecordedTurn) -> dict[str, Any]:
-    """The answer a repeat of an interrupted (or finished) turn gets: the turn as recorded."""
-    return ChatResponse(
-        conversation_id=recorded.conversation_id,
-        message_id=recorded.message_id,
-        response=recorded.reply,
-        tool_calls=[ToolCall.model_validate(c) for c in recorded.tool_calls],
-        interrupted=recorded.interrupted,
-    ).model_dump(mode="json")
-
-
 async def _settle_key(rt: ChatRuntime, key: IdempotencyClaim, body: dict[str, Any] | None) -> None:
     """Store the answer under the key, or release it (a repeat runs afresh)."""
     try:
@@ -459,15 +364,9 @@ async def _settle_key(rt: ChatRuntime, key: IdempotencyClaim, body: dict[str, An
         log.warning("could not settle idempotency key for turn %s", key.turn_id)
 
 
-async def run_turn(
-    rt: ChatRuntime,
-    user: User,
-    message: str,
-    conversation_id: uuid.UUID | None,
-    key: IdempotencyClaim | None = None,
-) -> ChatResponse:
+async def run_turn(rt: ChatRuntime, request: TurnRequest) -> ChatResponse:
     """The non-streaming turn: the whole reply at once."""
-    return await execute(rt, await begin(rt, user, message, conversation_id, key=key))
+    return await execute(rt, await begin(rt, request))
 
 
 class TurnEvents:
@@ -528,17 +427,3 @@ class TurnEvents:
             yield batch
             if batch[-1]["type"] in ("done", "error"):
                 return
-
-
-__all__ = [
-    "AI_UNAVAILABLE",
-    "MAX_TURNS_REPLY",
-    "ChatRuntime",
-    "Turn",
-    "TurnEvents",
-    "begin",
-    "classify",
-    "execute",
-    "recorded_body",
-    "run_turn",
-]

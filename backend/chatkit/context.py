@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backend.auth import User
+from backend.auth.user import User
 
 
 @dataclass

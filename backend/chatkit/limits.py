@@ -29,8 +29,8 @@ from chatkit.types import (
 )
 
 from backend.chatkit.store import AttachmentsNotSupported
-from backend.errors import InvalidInput
-from backend.textrules import clean_text, require_storable
+from backend.core.errors import InvalidInput
+from backend.core.text import clean_text, require_storable
 
 MAX_PAGE_SIZE = 100
 SHORT_MAX = 200

@@ -48,22 +48,16 @@ from chatkit.types import (
 )
 from pydantic import BaseModel
 
-from backend.auth import User
+from backend.auth.user import User
 from backend.chat import repository, turn
-from backend.chat.turn import ChatRuntime
+from backend.chat.runtime import ChatRuntime
 from backend.chatkit.context import ChatKitContext
 from backend.chatkit.store import item_text, thread_uuid
+from backend.tasks.registry import ACTIONS
 
-_PROGRESS = {
-    "add_task": "Adding a task…",
-    "list_tasks": "Looking at your tasks…",
-    "complete_task": "Completing a task…",
-    "update_task": "Updating a task…",
-    "delete_task": "Deleting a task…",
-}
 NOT_SAVED = " Your message was not saved; please send it again."
 
-TurnRequest = ThreadsCreateReq | ThreadsAddUserMessageReq | ThreadsRetryAfterItemReq
+ChatKitTurn = ThreadsCreateReq | ThreadsAddUserMessageReq | ThreadsRetryAfterItemReq
 
 
 class TaskChatKitServer(ChatKitServer[ChatKitContext]):
@@ -101,7 +95,7 @@ def _user_item(message: UserMessageInput, thread_id: str) -> UserMessageItem:
     )
 
 
-async def start_turn(runtime: ChatRuntime, req: TurnRequest, user: User) -> AsyncIterator[bytes]:
+async def start_turn(runtime: ChatRuntime, req: ChatKitTurn, user: User) -> AsyncIterator[bytes]:
     """Begin the turn (HTTP errors happen here, before streaming); its ChatKit event stream."""
     prelude: list[BaseModel] = []
     adopt = False
@@ -120,21 +114,28 @@ async def start_turn(runtime: ChatRuntime, req: TurnRequest, user: User) -> Asyn
             runtime.autocommit_engine, user_id=user.id, conversation_id=cid, item_id=asked.item_id
         )
         text, user_item, adopt = asked.content, None, True
-        turn_ = await turn.begin(runtime, user, text, cid, adopt=True, field_name="input.content")
+        turn_ = await turn.begin(
+            runtime,
+            turn.TurnRequest(
+                user, text, cid, chatkit=turn.ChatKitInput(adopt=True), field_name="input.content"
+            ),
+        )
     else:
         create = isinstance(req, ThreadsCreateReq)
         thread_id = str(uuid.uuid4()) if create else req.params.thread_id  # type: ignore[union-attr]
         cid = thread_uuid(thread_id)
         user_item = _user_item(req.params.input, thread_id)
+        chatkit = turn.ChatKitInput(user_item.id, user_item.model_dump(mode="json"))
         turn_ = await turn.begin(
             runtime,
-            user,
-            item_text(user_item),
-            cid,
-            create=create,
-            user_item_id=user_item.id,
-            user_item=user_item.model_dump(mode="json"),
-            field_name="input.content",
+            turn.TurnRequest(
+                user,
+                item_text(user_item),
+                cid,
+                create=create,
+                chatkit=chatkit,
+                field_name="input.content",
+            ),
         )
         if create:
             thread = Thread(
@@ -196,7 +197,8 @@ class _Reply:
             # The hot path: built directly (validating a model per delta costs more than the delta).
             yield self._delta_prefix + orjson.dumps(event["delta"]) + b"}}\n\n"
         elif kind == "tool_call":
-            text = _PROGRESS.get(event["tool"], "Working on your tasks…")
+            action = ACTIONS.get(event["tool"])
+            text = action.progress if action is not None else "Working on your tasks…"
             yield _sse(ProgressUpdateEvent(icon="check-circle", text=text))
         elif kind == "done":
             yield _sse(ThreadItemDoneEvent(item=self.item(event["response"])))
@@ -241,4 +243,4 @@ def _relay(
     return relay()
 
 
-__all__ = ["TaskChatKitServer", "TurnRequest", "start_turn"]
+__all__ = ["ChatKitTurn", "TaskChatKitServer", "start_turn"]

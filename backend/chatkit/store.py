@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.chat import repository
 from backend.chat.history import count_tokens_async
 from backend.chatkit.context import ChatKitContext
-from backend.errors import BadRequest
+from backend.core.errors import BadRequest
 
 _ITEM = TypeAdapter[ThreadItem](ThreadItem)
 _PREFIXES = {

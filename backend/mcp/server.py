@@ -1,107 +1,110 @@
-"""The MCP server: the agent's five task tools, served statelessly over Streamable HTTP at `/mcp`.
+"""The MCP server: one tool per registered task action (`tasks.registry`), served statelessly over
+Streamable HTTP at `/mcp`.
 
-The tools are thin adapters over `tasks.actions`, like the agent's: same names, the agent's
-hand-written schemas (`TOOL_SPECS`: plain JSON schema, no user parameter), the same result dicts
-(as JSON text and as `structuredContent`) and the same error messages, as an MCP tool error
-(`isError: true`) rather than a protocol error. The user comes only from the verified token
-(`auth.caller`); tasks are read and written through the app state's `sessions`.
+Same names, schemas (plain JSON schema, no user parameter), result dicts (as JSON text and as
+`structuredContent`) and error messages as the agent's tools; a failure is an MCP tool error
+(`isError: true`) rather than a protocol error. The user comes only from the verified token:
+`backend.web.mcp` verifies it before the SDK sees the request and leaves the `User` in the
+request's state, where `caller` reads it back.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
-from backend.agent.tools import TOOL_SPECS
-from backend.deps import app_state
-from backend.errors import AppError
-from backend.mcp.auth import McpContext, caller
-from backend.reliability.deps import limit_writes
-from backend.tasks import actions
+from backend.agent.context import Call
+from backend.auth.user import User
+from backend.chat.journal import Unrecorded
+from backend.core.errors import AppError, Unauthorized
+from backend.tasks import registry
+from backend.tasks.registry import Action
 
-# Argument values are typed `Any` on purpose: the task service checks them (titles, ids, status)
-# and words its errors the same way for the agent and for MCP clients. The published schemas
-# come from TOOL_SPECS; only required-ness is enforced from these signatures.
-
-
-async def add_task(ctx: McpContext, title: Any, description: Any = None) -> CallToolResult:
-    return await _run(ctx, "add_task", title=title, description=description)
+McpContext = Context[Any, Request]
+"""What a tool receives: on Streamable HTTP its `request_context.request` is the HTTP request."""
 
 
-async def list_tasks(ctx: McpContext, status: Any = "all", search: Any = None) -> CallToolResult:
-    return await _run(ctx, "list_tasks", status=status, search=search)
+@dataclass(frozen=True, slots=True)
+class McpRuntime:
+    """What the tools need from the process (built in the lifespan)."""
+
+    engine: AsyncEngine
+    """Autocommit: each write action is one statement."""
+    max_tasks: int
+    max_output_chars: int
+    spend_write: Callable[[User], Awaitable[None]]
+    """Counts one write against the caller's rate limit (429 when over)."""
 
 
-async def complete_task(ctx: McpContext, task_id: Any) -> CallToolResult:
-    return await _run(ctx, "complete_task", task_id=task_id)
-
-
-async def update_task(
-    ctx: McpContext, task_id: Any, title: Any = None, description: Any = None
-) -> CallToolResult:
-    return await _run(ctx, "update_task", task_id=task_id, title=title, description=description)
-
-
-async def delete_task(ctx: McpContext, task_id: Any) -> CallToolResult:
-    return await _run(ctx, "delete_task", task_id=task_id)
-
-
-async def _run(ctx: McpContext, name: str, **arguments: Any) -> CallToolResult:
-    try:
-        user = caller(ctx)
-        settings = app_state(_request(ctx)).settings
-        # The arguments are checked first: an invalid call spends nothing.
-        actions.plan(name, user.id, arguments, settings.max_tasks_per_user)
-        await limit_writes(_request(ctx), user)
-        result = await actions.run_in_transaction(
-            _sessions(ctx),
-            name,
-            user.id,
-            arguments,
-            max_tasks=settings.max_tasks_per_user,
-            max_output_chars=settings.max_tool_output_chars,
-        )
-    except AppError as exc:
-        # Returned, not raised: the SDK would prefix "Error executing tool <name>: ".
-        return CallToolResult(content=[TextContent(type="text", text=exc.detail)], is_error=True)
-    text = orjson.dumps(result).decode()
-    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=result)
-
-
-def _request(ctx: McpContext) -> Request:
+def caller(ctx: McpContext) -> User:
+    """The verified user of the MCP request a tool is serving; fails closed without one."""
     request = ctx.request_context.request
-    assert request is not None  # caller() has checked it
-    return request
+    user = getattr(request.state, "user", None) if request is not None else None
+    if not isinstance(user, User):
+        raise Unauthorized()
+    return user
 
 
-def _sessions(ctx: McpContext) -> actions.Sessions:
-    sessions: actions.Sessions = app_state(_request(ctx)).sessions
-    return sessions
+def _tool(action: Action, runtime: McpRuntime) -> Tool:
+    async def run(ctx: McpContext, **arguments: Any) -> CallToolResult:
+        try:
+            user = caller(ctx)
+            call = Call(action.name, action.arguments(arguments), {})
+            # The arguments are checked first: an invalid call spends nothing.
+            if action.plan is not None:
+                registry.plan(action.name, user.id, call.arguments, runtime.max_tasks)
+            await runtime.spend_write(user)
+            actions = Unrecorded(runtime.engine, user.id, runtime.max_tasks)
+            text = await actions.run(call, runtime.max_output_chars)
+        except AppError as exc:
+            # Returned, not raised: the SDK would prefix "Error executing tool <name>: ".
+            return CallToolResult(
+                content=[TextContent(type="text", text=exc.detail)], is_error=True
+            )
+        result = orjson.loads(text)
+        return CallToolResult(
+            content=[TextContent(type="text", text=text)], structured_content=result
+        )
+
+    # Required-ness is enforced from this signature; values are typed `Any` on purpose: the task
+    # service checks them and words its errors the same way for the agent and for MCP clients.
+    properties = action.parameters.get("properties", {})
+    parameters = [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=McpContext)
+    ]
+    for name in properties:
+        default = inspect.Parameter.empty if name in action.required else None
+        parameters.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Any)
+        )
+    run.__signature__ = inspect.Signature(parameters, return_annotation=CallToolResult)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": CallToolResult}
+    tool = Tool.from_function(
+        run, name=action.name, description=action.description, structured_output=False
+    )
+    # Publish the registry's schema rather than the one pydantic derives from the signature.
+    return tool.model_copy(update={"parameters": action.parameters})
 
 
-def _tool(fn: Any) -> Tool:
-    spec = TOOL_SPECS[fn.__name__]
-    tool = Tool.from_function(fn, description=spec["description"], structured_output=False)
-    # Publish the agent's schema rather than the one pydantic derives from the signature.
-    return tool.model_copy(update={"parameters": spec["parameters"]})
-
-
-def build_mcp_server(app: FastAPI) -> MCPServer:
+def build_mcp_server(name: str, version: str, runtime: McpRuntime) -> MCPServer:
     """A fresh server per app: its session manager can run only once (started in the lifespan)."""
     server: MCPServer = MCPServer(
-        name=app.title,
-        version=app.version,
+        name=name,
+        version=version,
         instructions=(
             "Manage the signed-in user's to-do list: add, list, complete, update and delete tasks."
         ),
-        tools=[_tool(fn) for fn in (add_task, list_tasks, complete_task, update_task, delete_task)],
+        tools=[_tool(action, runtime) for action in registry.ACTIONS.values()],
     )
     # Stateless with JSON responses: no session to keep, so any replica can answer any request.
     server.streamable_http_app(

@@ -23,8 +23,8 @@ from typing import Any, Protocol
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.config import Settings
-from backend.errors import RateLimited
+from backend.core.config import Settings
+from backend.core.errors import RateLimited
 from backend.observability import metrics
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
-from backend.timeutil import utcnow
+from backend.core.timeutil import utcnow
 
 
 class Task(SQLModel, table=True):

@@ -18,10 +18,10 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from backend.errors import AppError, Conflict, InvalidInput, NotFound
+from backend.core.errors import AppError, Conflict, InvalidInput, NotFound
+from backend.core.text import clean_text, require_storable
 from backend.tasks.models import Task
 from backend.tasks.schemas import TaskStatus
-from backend.textrules import clean_text, require_storable
 
 Db = AsyncSession | AsyncConnection
 """Where the functions run: a session (in a transaction) or an autocommit connection. A write
@@ -212,7 +212,7 @@ def _matching(user_id: str, status: TaskStatus | str, search: Any) -> Any:
     return query
 
 
-async def list_tasks(
+async def page(
     session: Db,
     user_id: str,
     status: TaskStatus | str = TaskStatus.all,
@@ -265,7 +265,3 @@ async def get_task(session: Db, user_id: str, task_id: Any) -> Task:
     if task is None:
         raise TaskNotFound(task_id)
     return task
-
-
-async def delete_task(session: Db, user_id: str, task_id: Any) -> Any:
-    return await apply(session, delete(user_id, task_id))

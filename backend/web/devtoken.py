@@ -26,9 +26,9 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from backend.auth.devkeys import load_or_create_dev_key, mint_token
-from backend.config import Settings
-from backend.deps import app_state
-from backend.errors import Forbidden, NotFound, error_responses
+from backend.core.errors import Forbidden, NotFound
+from backend.web.deps import SettingsDep
+from backend.web.errors import error_responses
 
 TTL_SECONDS = 8 * 3600
 PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
@@ -97,9 +97,8 @@ def loopback_only(request: Request) -> None:
     responses=error_responses(400, 403, 404, 413, 422),
     dependencies=[Depends(loopback_only)],
 )
-async def dev_token(body: DevTokenRequest, request: Request) -> DevTokenResponse:
+async def dev_token(body: DevTokenRequest, settings: SettingsDep) -> DevTokenResponse:
     """Development auth mode only, on loopback only: sign a token for `user` with the dev key."""
-    settings: Settings = app_state(request).settings
     key = await asyncio.to_thread(load_or_create_dev_key, settings.data_dir)
     token = mint_token(key, body.user, ttl_seconds=TTL_SECONDS)
     exp = jwt.decode(token, options={"verify_signature": False})["exp"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.errors import InvalidInput
+from backend.core.errors import InvalidInput
 
 
 def clean_text(field: str, text: str, max_chars: int) -> str:

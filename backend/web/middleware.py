@@ -28,9 +28,9 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.errors import unexpected_error_response
-from backend.logging import request_id_var
+from backend.core.logging import request_id_var
 from backend.observability import metrics
+from backend.web.errors import unexpected_error_response
 
 log = logging.getLogger("backend.access")
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from backend.deps import app_state
-from backend.responses import FastJSONResponse
+from backend.web.deps import StateDep
+from backend.web.responses import FastJSONResponse
 
 router = APIRouter(tags=["health"])
 
@@ -39,8 +39,7 @@ async def health() -> dict[str, str]:
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Not ready: `reason` says why"}},
 )
-async def ready(request: Request) -> FastJSONResponse:
-    state = app_state(request)
+async def ready(state: StateDep) -> FastJSONResponse:
     body: dict[str, Any] = {"model": state.settings.model_name, "database": "ok"}
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):

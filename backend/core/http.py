@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from backend.config import Settings
+from backend.core.config import Settings
 
 
 def create_http_session(settings: Settings) -> aiohttp.ClientSession:

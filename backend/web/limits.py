@@ -3,22 +3,19 @@
 Rate limits are spent only by requests that will do work: after authentication and after
 FastAPI has validated the request. A dependency runs before the endpoint's own parameters are
 validated, so routes call `limit_reads` / `limit_writes` as their first statement instead, and
-the chat dependency declares the chat body itself (FastAPI then validates it first).
+the chat dependency (`backend.web.deps.RateLimitedUser`) declares the chat body itself.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request
+from fastapi import Request
 from pydantic import BaseModel
 
-from backend.auth import CurrentUser, User
-from backend.chat.schemas import ChatRequest
-from backend.config import Settings
-from backend.deps import app_state
+from backend.auth.user import User
 from backend.reliability.idempotency import (
     HEADER,
     IdempotencyClaim,
@@ -27,12 +24,12 @@ from backend.reliability.idempotency import (
     request_hash,
 )
 from backend.reliability.ratelimit import RateLimits
-from backend.responses import FastJSONResponse
-from backend.textrules import clean_text
+from backend.web.responses import FastJSONResponse
+from backend.web.state import state_of
 
 
 def _limits(request: Request) -> RateLimits:
-    limits: RateLimits = app_state(request).rate_limits
+    limits: RateLimits = state_of(request.scope).rate_limits
     return limits
 
 
@@ -50,21 +47,6 @@ async def limit_writes(request: Request, user: User) -> None:
 async def limit_reads(request: Request, user: User) -> None:
     """Count one read (a GET); 429 with Retry-After when over."""
     await _limits(request).read.hit(user.id)
-
-
-async def counted_chat_turn(request: Request, user: CurrentUser, body: ChatRequest) -> User:
-    """Check the turn's message (422), then count the turn: invalid turns never spend the budget.
-
-    As a dependency, `body` has the name and type of the chat route's body, so FastAPI shares
-    one body field and validates it before calling this.
-    """
-    settings: Settings = app_state(request).settings
-    clean_text("message", body.message, settings.max_message_chars)
-    return await chat_rate_limit(request, user)
-
-
-RateLimitedUser = Annotated[User, Depends(counted_chat_turn)]
-"""The caller of a chat turn, counted once the turn's body is valid."""
 
 
 def replay_response(replay: Replay) -> FastJSONResponse:
@@ -85,7 +67,7 @@ async def claim_idempotency_key(
     key = request.headers.get(HEADER)
     if key is None:
         return None
-    store: IdempotencyStore = app_state(request).idempotency
+    store: IdempotencyStore = state_of(request.scope).idempotency
     fingerprint = request_hash(request.method, request.url.path, body.model_dump(mode="json"))
     return await store.begin(user.id, key, fingerprint, turn_id=turn_id, wait=wait)
 

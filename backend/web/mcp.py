@@ -3,37 +3,26 @@
 `MCPEndpoint` verifies the token exactly like `/api/*` and answers 401 (our JSON error shape,
 `WWW-Authenticate: Bearer`) before the MCP SDK sees the request. The verified `User` travels in
 the ASGI scope's state; the SDK hands each tool that request (`ctx.request_context.request`),
-and `caller(ctx)` reads the user back. Nothing the client writes in MCP messages can change it.
+and `backend.mcp.server.caller` reads the user back. Nothing the client writes in MCP messages can change it.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import FastAPI
-from mcp.server.mcpserver import Context, MCPServer
-from starlette.requests import Request
+from mcp.server.mcpserver import MCPServer
 from starlette.types import Receive, Scope, Send
 
-from backend.auth import TokenVerifier, User
-from backend.deps import state_of
-from backend.errors import (
+from backend.auth.verifier import TokenVerifier
+from backend.core.errors import (
     AppError,
     MissingToken,
-    Unauthorized,
     UnsupportedMediaType,
-    error_response,
 )
-
-McpContext = Context[Any, Request]
-"""What a tool receives: on Streamable HTTP its `request_context.request` is the HTTP request."""
+from backend.web.errors import error_response
+from backend.web.state import state_of
 
 
 class MCPEndpoint:
     """ASGI endpoint for `/mcp`: verify the bearer token, then hand over to the MCP transport."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         verifier: TokenVerifier = state_of(scope).verifier
@@ -52,15 +41,6 @@ class MCPEndpoint:
         state["user_id"] = user.id  # for the access log
         server: MCPServer = state_of(scope).mcp
         await server.session_manager.handle_request(scope, receive, send)
-
-
-def caller(ctx: McpContext) -> User:
-    """The verified user of the MCP request a tool is serving; fails closed without one."""
-    request = ctx.request_context.request
-    user = getattr(request.state, "user", None) if request is not None else None
-    if not isinstance(user, User):
-        raise Unauthorized()
-    return user
 
 
 def _is_json(scope: Scope) -> bool:

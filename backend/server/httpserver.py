@@ -18,10 +18,10 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from backend.config import Settings, get_settings
-from backend.middleware import SECURITY_HEADERS
+from backend.core.config import Settings, get_settings
+from backend.web.middleware import SECURITY_HEADERS
 
-PROTOCOL = "backend.httpserver:LimitedHttpProtocol"
+PROTOCOL = "backend.server.httpserver:LimitedHttpProtocol"
 """By import path: `--workers N` pickles uvicorn's config into each worker process."""
 
 

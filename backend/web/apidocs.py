@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import TypeAdapter
 from starlette.staticfiles import StaticFiles
 
-from backend.errors import error_responses_schema
+from backend.web.errors import error_responses_schema
 
 ASSETS = "/docs/assets"
 CHATKIT_REQUEST_REF = "#/components/schemas/ChatKitReq"

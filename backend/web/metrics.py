@@ -19,9 +19,10 @@ from prometheus_client import (
     multiprocess,
 )
 
-from backend.deps import app_state
-from backend.errors import MissingToken, Unauthorized, error_responses
+from backend.core.errors import MissingToken, Unauthorized
 from backend.observability import metrics
+from backend.web.deps import StateDep
+from backend.web.errors import error_responses
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -40,8 +41,7 @@ router = APIRouter(tags=["operations"])
         **error_responses(401),
     },
 )
-async def prometheus_metrics(request: Request) -> Response:
-    state = app_state(request)
+async def prometheus_metrics(request: Request, state: StateDep) -> Response:
     if state.settings.metrics_token:
         _check_token(request.headers.get("authorization"), state.settings.metrics_token)
     metrics.sample_pool(state.engine.sync_engine.pool)

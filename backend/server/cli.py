@@ -11,16 +11,16 @@ import socket
 import sys
 from types import FrameType
 
-from backend.config import Settings, get_settings
-from backend.schema import ALEMBIC_INI
-from backend.schema import migrate as migrate_url
+from backend.core.config import Settings, get_settings
+from backend.core.schema import ALEMBIC_INI
+from backend.core.schema import migrate as migrate_url
 
 __all__ = ["ALEMBIC_INI", "main", "migrate"]
 
 
 def migrate(url: str | None = None) -> None:
     """`alembic upgrade head` on `url`, or on the configured (or embedded) database."""
-    from backend.db import resolve_database_url
+    from backend.core.embedded import resolve_database_url
 
     migrate_url(url or resolve_database_url(get_settings()))
 
@@ -57,8 +57,8 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 async def _check_schema(url: str, settings: Settings) -> None:
-    from backend.db import create_engine
-    from backend.schema import check_schema
+    from backend.core.db import create_engine
+    from backend.core.schema import check_schema
 
     engine = create_engine(url, settings)
     try:
@@ -77,9 +77,9 @@ def _serve(args: argparse.Namespace) -> None:
     import uvicorn
     from pydantic import ValidationError
 
-    from backend.embedded import EmbeddedDatabaseBusy, embedded_database_url, stop_embedded
-    from backend.httpserver import uvicorn_limits
-    from backend.schema import SchemaBehind
+    from backend.core.embedded import EmbeddedDatabaseBusy, embedded_database_url, stop_embedded
+    from backend.core.schema import SchemaBehind
+    from backend.server.httpserver import uvicorn_limits
 
     if args.migrate is not None:  # the environment carries it to the workers too
         os.environ["MIGRATE_ON_START"] = "true" if args.migrate else "false"

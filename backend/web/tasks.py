@@ -6,14 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from backend.apidocs import IDEMPOTENCY_KEY
-from backend.auth import CurrentUser
-from backend.db import SessionDep
-from backend.deps import app_state
-from backend.errors import error_responses
-from backend.reliability.deps import idempotent, limit_reads, limit_writes
 from backend.tasks import service
 from backend.tasks.schemas import TaskCreate, TaskList, TaskRead, TaskStatus, TaskUpdate
+from backend.web.apidocs import IDEMPOTENCY_KEY
+from backend.web.deps import CurrentUser, SessionDep, SessionsDep, SettingsDep
+from backend.web.errors import error_responses
+from backend.web.limits import idempotent, limit_reads, limit_writes
 
 router = APIRouter(
     prefix="/api/tasks", tags=["tasks"], responses=error_responses(400, 401, 422, 429, 503)
@@ -31,9 +29,7 @@ async def list_tasks(
 ) -> TaskList:
     """Oldest first, one page at a time: pass `next_cursor` back as `after` for the next page."""
     await limit_reads(request, user)
-    tasks, next_cursor = await service.list_tasks(
-        session, user.id, status, limit=limit, after=after
-    )
+    tasks, next_cursor = await service.page(session, user.id, status, limit=limit, after=after)
     return TaskList(tasks=[TaskRead.model_validate(t) for t in tasks], next_cursor=next_cursor)
 
 
@@ -45,19 +41,24 @@ async def list_tasks(
     responses=error_responses(409, 413),
     openapi_extra={"parameters": [IDEMPOTENCY_KEY]},
 )
-async def create_task(body: TaskCreate, user: CurrentUser, request: Request) -> Any:
+async def create_task(
+    body: TaskCreate,
+    user: CurrentUser,
+    request: Request,
+    settings: SettingsDep,
+    sessions: SessionsDep,
+) -> Any:
     """Send `Idempotency-Key` to make retries safe: a repeat returns the first answer.
 
     A user holds at most MAX_TASKS_PER_USER tasks: one more answers 409 `task_limit_reached`.
     """
-    state = app_state(request)
-    limit = state.settings.max_tasks_per_user
+    limit = settings.max_tasks_per_user
     change = service.create(user.id, body.title, body.description, limit)
     await limit_writes(request, user)  # after the checks: an invalid task spends nothing
 
     async def create() -> TaskRead:
         # Its own transaction, committed before the idempotency record stores the answer.
-        async with state.sessions.begin() as session:
+        async with sessions.begin() as session:
             return TaskRead.model_validate(await service.apply(session, change))
 
     return await idempotent(request, user, body, create, status_code=201)
@@ -88,5 +89,5 @@ async def delete_task(
     task_id: int, user: CurrentUser, session: SessionDep, request: Request
 ) -> Response:
     await limit_writes(request, user)
-    await service.delete_task(session, user.id, task_id)
+    await service.apply(session, service.delete(user.id, task_id))
     return Response(status_code=204)

@@ -38,18 +38,17 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import TypeAdapter, ValidationError
 
-from backend.apidocs import CHATKIT_REQUEST_REF
-from backend.auth import CurrentUser
 from backend.chat.conversations import clean_title
 from backend.chat.repository import ConversationNotFound
-from backend.chat.turn import ChatRuntime
 from backend.chatkit.context import ChatKitContext
 from backend.chatkit.limits import check_request
-from backend.chatkit.server import TaskChatKitServer, start_turn
+from backend.chatkit.server import start_turn
 from backend.chatkit.store import AttachmentsNotSupported
-from backend.deps import app_state
-from backend.errors import BadRequest, NotFound, error_responses
-from backend.reliability.deps import chat_rate_limit, limit_reads, limit_writes
+from backend.core.errors import BadRequest, NotFound
+from backend.web.apidocs import CHATKIT_REQUEST_REF
+from backend.web.deps import ChatDep, ChatKitDep, CurrentUser, SettingsDep
+from backend.web.errors import error_responses
+from backend.web.limits import chat_rate_limit, limit_reads, limit_writes
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +101,9 @@ class ThreadNotFound(NotFound):
         }
     },
 )
-async def chatkit(request: Request, user: CurrentUser) -> Response:
+async def chatkit(
+    request: Request, user: CurrentUser, runtime: ChatDep, server: ChatKitDep
+) -> Response:
     body = await request.body()
     try:
         req = _REQUEST.validate_json(body)
@@ -112,8 +113,6 @@ async def chatkit(request: Request, user: CurrentUser) -> Response:
         if isinstance(req, (AttachmentsCreateReq, AttachmentsDeleteReq)):
             raise AttachmentsNotSupported()
         raise BadRequest(f"{req.type} is not supported by this server")
-    runtime: ChatRuntime = app_state(request).chat
-    server: TaskChatKitServer = app_state(request).chatkit
     check_request(req, runtime.settings.max_message_chars)
     try:
         if isinstance(req, _TURNS):
@@ -138,5 +137,5 @@ async def chatkit(request: Request, user: CurrentUser) -> Response:
 
 
 @router.get("/health", summary="ChatKit endpoint health")
-async def chatkit_health(request: Request, user: CurrentUser) -> dict[str, str]:
-    return {"store": "postgres", "model": app_state(request).settings.model_name, "status": "ok"}
+async def chatkit_health(user: CurrentUser, settings: SettingsDep) -> dict[str, str]:
+    return {"store": "postgres", "model": settings.model_name, "status": "ok"}

@@ -12,16 +12,21 @@ server runs) only join and never stop it.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import fcntl
 import logging
 import os
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
+
+from backend.core.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -145,3 +150,25 @@ def _stop_all() -> None:
     by `serve` and the app's lifespan, which stop it explicitly."""
     for owned in list(_owned.values()):
         stop_embedded(owned.pgdata.parent, announce=False)  # log streams may be closed by now
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """The configured DATABASE_URL, or the embedded server's (blocking: it may start it)."""
+    return settings.database_url or embedded_database_url(settings.data_dir)
+
+
+@asynccontextmanager
+async def app_database_url(settings: Settings) -> AsyncIterator[str]:
+    """The app's database URL for its lifespan; an embedded server this process owns stops with it.
+
+    Stopping here, not at exit, is what makes SIGTERM stop it: uvicorn runs the lifespan's
+    shutdown, then re-raises the signal, and the process dies without running `atexit` hooks.
+    """
+    if settings.database_url:
+        yield settings.database_url
+        return
+    url = await asyncio.to_thread(embedded_database_url, settings.data_dir)
+    try:
+        yield url
+    finally:
+        await asyncio.to_thread(stop_embedded, settings.data_dir)

@@ -11,8 +11,8 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from backend.config import Settings
-from backend.errors import NotFound
+from backend.core.config import Settings
+from backend.core.errors import NotFound
 from backend.web import devtoken
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"

@@ -1,7 +1,7 @@
 """Every table model, imported in one place so Alembic and the drift test see the whole schema."""
 
 from backend.chat.models import Conversation, Message
-from backend.db import metadata
+from backend.core.db import metadata
 from backend.reliability.models import IdempotencyKey, RateLimitState
 from backend.tasks.models import Task, TaskCount
 

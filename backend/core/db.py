@@ -1,16 +1,13 @@
-"""Database access: the async engine (psycopg 3), sessions, and the embedded PostgreSQL for local runs."""
+"""Database access: the async engine (psycopg 3), its pool rules, sessions, and the metadata's
+naming convention."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import Depends, Request
 from sqlalchemy import MetaData, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -21,9 +18,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlmodel import SQLModel
 
-from backend.config import Settings
-from backend.deps import app_state
-from backend.embedded import embedded_database_url, stop_embedded
+from backend.core.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,28 +31,6 @@ SQLModel.metadata.naming_convention = {
     "pk": "pk_%(table_name)s",
 }
 metadata: MetaData = SQLModel.metadata
-
-
-def resolve_database_url(settings: Settings) -> str:
-    """The configured DATABASE_URL, or the embedded server's (blocking: it may start it)."""
-    return settings.database_url or embedded_database_url(settings.data_dir)
-
-
-@asynccontextmanager
-async def app_database_url(settings: Settings) -> AsyncIterator[str]:
-    """The app's database URL for its lifespan; an embedded server this process owns stops with it.
-
-    Stopping here, not at exit, is what makes SIGTERM stop it: uvicorn runs the lifespan's
-    shutdown, then re-raises the signal, and the process dies without running `atexit` hooks.
-    """
-    if settings.database_url:
-        yield settings.database_url
-        return
-    url = await asyncio.to_thread(embedded_database_url, settings.data_dir)
-    try:
-        yield url
-    finally:
-        await asyncio.to_thread(stop_embedded, settings.data_dir)
 
 
 def create_engine(url: str, settings: Settings) -> AsyncEngine:
@@ -113,19 +86,3 @@ def ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request; the dependency owns the transaction (commit on success)."""
-    factory: async_sessionmaker[AsyncSession] = app_state(request).sessions
-    async with factory() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
-
-
-# scope="function": commit before the response is sent, so a failed commit is never reported as success.
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

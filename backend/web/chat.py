@@ -10,8 +10,6 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from backend.apidocs import IDEMPOTENCY_KEY
-from backend.auth import CurrentUser
 from backend.chat import conversations as service
 from backend.chat import turn
 from backend.chat.schemas import (
@@ -23,27 +21,16 @@ from backend.chat.schemas import (
     ConversationUpdate,
     MessageRead,
 )
-from backend.chat.turn import ChatRuntime
-from backend.deps import app_state
-from backend.errors import Forbidden, error_responses
-from backend.reliability.deps import (
-    RateLimitedUser,
-    claim_idempotency_key,
-    counted_chat_turn,
-    limit_reads,
-    limit_writes,
-    replay_response,
-)
+from backend.core.errors import Forbidden
 from backend.reliability.idempotency import Replay
+from backend.web.apidocs import IDEMPOTENCY_KEY
+from backend.web.deps import ChatDep, CurrentUser, RateLimitedUser, counted_chat_turn
+from backend.web.errors import error_responses
+from backend.web.limits import claim_idempotency_key, limit_reads, limit_writes, replay_response
 
 router = APIRouter(prefix="/api", responses=error_responses(400, 401, 422, 503))
 
 _CHAT_ERRORS = error_responses(404, 409, 413, 429, 504)
-
-
-def _runtime(request: Request) -> ChatRuntime:
-    runtime: ChatRuntime = app_state(request).chat
-    return runtime
 
 
 _STREAM_DOC: dict[int | str, dict[str, Any]] = {
@@ -72,13 +59,12 @@ def _sse(batches: AsyncIterator[list[dict[str, Any]]]) -> AsyncIterator[bytes]:
     responses={**_CHAT_ERRORS, **_STREAM_DOC},
     openapi_extra={"parameters": [IDEMPOTENCY_KEY]},
 )
-async def chat(body: ChatRequest, user: RateLimitedUser, request: Request) -> Any:
+async def chat(body: ChatRequest, user: RateLimitedUser, request: Request, runtime: ChatDep) -> Any:
     """Send a message; the agent answers, using task tools as needed.
 
     Send `Idempotency-Key` to make retries safe: a repeat returns the first answer (or, if that
     turn was interrupted, the turn as recorded) and never runs a tool twice.
     """
-    runtime = _runtime(request)
     streaming = body.stream or "text/event-stream" in request.headers.get("accept", "")
     claim = await claim_idempotency_key(
         request, user, body, turn_id=uuid.uuid4(), wait=not streaming
@@ -89,7 +75,9 @@ async def chat(body: ChatRequest, user: RateLimitedUser, request: Request) -> An
         done = {"type": "done", **claim.body}
         events = [{"type": "conversation", "conversation_id": claim.body["conversation_id"]}, done]
         return _stream(_replayed(events))
-    turn_ = await turn.begin(runtime, user, body.message, body.conversation_id, key=claim)
+    turn_ = await turn.begin(
+        runtime, turn.TurnRequest(user, body.message, body.conversation_id, key=claim)
+    )
     if not streaming:
         return await turn.execute(runtime, turn_)
     return _stream(_with_conversation(turn_, turn.TurnEvents(runtime, turn_)))
@@ -123,12 +111,14 @@ def _stream(batches: AsyncIterator[list[dict[str, Any]]]) -> StreamingResponse:
     openapi_extra={"parameters": [IDEMPOTENCY_KEY]},
 )
 async def chat_for_user(
-    user_id: str, body: ChatRequest, user: CurrentUser, request: Request
+    user_id: str, body: ChatRequest, user: CurrentUser, request: Request, runtime: ChatDep
 ) -> ChatResponse:
     """The same as `POST /api/chat`, for frontends that put the user id in the path."""
     if user_id != user.id:
         raise Forbidden("The user in the path is not the token's user")
-    return await chat(body, await counted_chat_turn(request, user, body), request)
+    return await chat(
+        body, await counted_chat_turn(request, user, body, runtime.settings), request, runtime
+    )
 
 
 @router.get(
@@ -140,12 +130,13 @@ async def chat_for_user(
 async def list_conversations(
     user: CurrentUser,
     request: Request,
+    runtime: ChatDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: uuid.UUID | None = None,
 ) -> ConversationList:
     await limit_reads(request, user)
     rows, next_cursor = await service.list_conversations(
-        _runtime(request).autocommit_engine, user.id, limit=limit, after=after
+        runtime.autocommit_engine, user.id, limit=limit, after=after
     )
     return ConversationList(
         conversations=[ConversationSummary.model_validate(c) for c in rows], next_cursor=next_cursor
@@ -162,11 +153,11 @@ async def get_conversation(
     conversation_id: uuid.UUID,
     user: CurrentUser,
     request: Request,
+    runtime: ChatDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
 ) -> ConversationDetail:
     await limit_reads(request, user)
-    runtime = _runtime(request)
     conversation, messages, next_cursor = await service.get_conversation(
         runtime.autocommit_engine,
         user.id,
@@ -189,11 +180,15 @@ async def get_conversation(
     responses=error_responses(404, 413, 429),
 )
 async def rename_conversation(
-    conversation_id: uuid.UUID, body: ConversationUpdate, user: CurrentUser, request: Request
+    conversation_id: uuid.UUID,
+    body: ConversationUpdate,
+    user: CurrentUser,
+    request: Request,
+    runtime: ChatDep,
 ) -> ConversationSummary:
     await limit_writes(request, user)
     conversation = await service.rename_conversation(
-        _runtime(request).autocommit_engine, user.id, conversation_id, body.title
+        runtime.autocommit_engine, user.id, conversation_id, body.title
     )
     return ConversationSummary.model_validate(conversation)
 
@@ -205,8 +200,8 @@ async def rename_conversation(
     responses=error_responses(404, 429),
 )
 async def delete_conversation(
-    conversation_id: uuid.UUID, user: CurrentUser, request: Request
+    conversation_id: uuid.UUID, user: CurrentUser, request: Request, runtime: ChatDep
 ) -> Response:
     await limit_writes(request, user)
-    await service.delete_conversation(_runtime(request).autocommit_engine, user.id, conversation_id)
+    await service.delete_conversation(runtime.autocommit_engine, user.id, conversation_id)
     return Response(status_code=204)

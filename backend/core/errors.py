@@ -1,0 +1,167 @@
+"""Errors: the exceptions services raise and the one JSON shape clients see.
+
+    AppError                      any expected failure; `status` and `code` pick the response
+     ├── BadRequest               400 malformed request the schema cannot express
+     ├── Unauthorized             401 expired or invalid token (WWW-Authenticate with error=)
+     │    └── MissingToken        401 no credentials at all (WWW-Authenticate: Bearer, no error)
+     ├── Forbidden                403 authenticated, but not allowed
+     ├── NotFound                 404 unknown, or another user's, object
+     ├── Conflict                 409 e.g. a turn already running in this conversation
+     ├── PayloadTooLarge          413 body over MAX_BODY_BYTES
+     ├── UnsupportedMediaType     415 a body that is not JSON where only JSON is read (/mcp)
+     ├── InvalidInput             422 a field breaks a rule (names the field)
+     ├── RateLimited              429 with Retry-After
+     ├── ServiceUnavailable       503 database or model provider unavailable
+     └── GatewayTimeout           504 the model did not answer in time
+
+Every error response is `{"detail": str, "code": str}`, plus `"errors": [{"field", "message"}]`
+for validation failures. No internal message or stack trace ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+log = logging.getLogger(__name__)
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    detail: str
+    code: str
+    errors: list[FieldError] | None = None
+
+
+class AppError(Exception):
+    status = 400
+    code = "bad_request"
+    detail = "Bad request"
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail or self.detail)
+        self.detail = detail or self.detail
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.detail, "code": self.code}
+
+
+class BadRequest(AppError):
+    pass
+
+
+class Unauthorized(AppError):
+    status = 401
+    code = "unauthorized"
+    detail = "Invalid token"
+
+    challenge = 'Bearer error="invalid_token"'
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": self.challenge})
+
+
+class MissingToken(Unauthorized):
+    """No credentials at all: RFC 6750 §3.1 leaves the error code out of the challenge."""
+
+    detail = "Missing bearer token"
+    challenge = "Bearer"
+
+
+class Forbidden(AppError):
+    status = 403
+    code = "forbidden"
+    detail = "Forbidden"
+
+
+class NotFound(AppError):
+    status = 404
+    code = "not_found"
+    detail = "Not found"
+
+
+class Conflict(AppError):
+    status = 409
+    code = "conflict"
+    detail = "Conflict"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 1) -> None:
+        # Every conflict here is "something of yours is still running": worth a retry shortly.
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class PayloadTooLarge(AppError):
+    status = 413
+    code = "payload_too_large"
+    detail = "Request body too large"
+
+
+class UnsupportedMediaType(AppError):
+    status = 415
+    code = "unsupported_media_type"
+    detail = "Content-Type must be application/json"
+
+
+class InvalidInput(AppError):
+    status = 422
+    code = "invalid_input"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "errors": [{"field": self.field, "message": self.message}]}
+
+
+class RateLimited(AppError):
+    status = 429
+    code = "rate_limited"
+    detail = "Too many requests"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)} if retry_after else None)
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(AppError):
+    status = 503
+    code = "service_unavailable"
+    detail = "Service temporarily unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+    detail = "Database temporarily unavailable"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": "5"})
+
+
+class GatewayTimeout(AppError):
+    status = 504
+    code = "timeout"
+    detail = "The AI service did not answer in time"
+
+
+def is_connectivity_error(exc: BaseException) -> bool:
+    """True for failures that mean "the database is not reachable", not "the query is wrong"."""
+    if isinstance(exc, (PoolTimeoutError, DisconnectionError, OSError, ConnectionError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(
+            exc, (OperationalError, InterfaceError)
+        )
+    return False

@@ -1,0 +1,58 @@
+"""The process's long-lived parts, typed: what the lifespan builds once and every request shares.
+
+The lifespan (`backend.main`) builds one `AppState` and yields it as the app's lifespan state;
+Starlette gives every request its own view of it (`request.scope["state"]`). It holds
+infrastructure only (engines, the HTTP pool, settings, runtimes); routes get its parts through
+the `Annotated` aliases of `backend.web.deps`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from mcp.server.mcpserver import MCPServer
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.types import Scope
+
+from backend.auth.verifier import TokenVerifier
+from backend.chat.runtime import ChatRuntime
+from backend.chatkit.server import TaskChatKitServer
+from backend.core.config import Settings
+from backend.reliability.idempotency import IdempotencyStore
+from backend.reliability.ratelimit import RateLimits
+
+STATE_KEY = "app"
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    """Everything a request may use that outlives it; built once per process."""
+
+    settings: Settings
+    engine: AsyncEngine
+    """Transactions (`sessions`, `engine.begin()`)."""
+    autocommit_engine: AsyncEngine
+    """Single-statement units only (each commits on its own); never used with `.begin()`."""
+    sessions: async_sessionmaker[AsyncSession]
+    """Real transactions: REST task writes, MCP tools."""
+    http: aiohttp.ClientSession
+    """The one outbound HTTP pool (`backend.core.http`)."""
+    verifier: TokenVerifier
+    chat: ChatRuntime
+    chatkit: TaskChatKitServer
+    mcp: MCPServer
+    rate_limits: RateLimits
+    idempotency: IdempotencyStore
+
+
+def state_of(scope: Scope) -> AppState:
+    """The app state in a request's scope (for ASGI code and `backend.web.deps`)."""
+    state: AppState = scope["state"][STATE_KEY]
+    return state
+
+
+def lifespan_state(state: AppState) -> dict[str, Any]:
+    """What the lifespan yields: Starlette copies it into every request's scope."""
+    return {STATE_KEY: state}
