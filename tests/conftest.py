@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from backend.auth.devkeys import load_or_create_dev_key, mint_token
 from backend.core.config import Settings, normalize_database_url
-from backend.web.state import STATE_KEY, AppState
 from backend.main import create_app
+from backend.web.state import STATE_KEY, AppState
 from tests.db import create_database, drop_database, server_url
 
 # Nothing from the developer's shell or .env may point the tests at a real model or database.

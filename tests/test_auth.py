@@ -322,8 +322,8 @@ async def test_dev_mode_token_from_the_cli(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from backend.server import cli
     from backend.core.config import get_settings
+    from backend.server import cli
 
     monkeypatch.setenv("DATA_DIR", str(data_dir))
     get_settings.cache_clear()

@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from backend.core.config import Settings
-from backend.server.httpserver import uvicorn_limits
 from backend.main import create_app
+from backend.server.httpserver import uvicorn_limits
 from tests.conftest import make_settings, serving
 
 TIMEOUT = 1.0

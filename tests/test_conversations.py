@@ -12,11 +12,12 @@ from agents.testing import ScriptedModel, assistant_message
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from backend.chat import repository
+from backend.agent.context import Call
+from backend.chat import claim
 from backend.chat.history import count_tokens
+from backend.chat.journal import TurnJournal
 from backend.core.config import Settings
 from backend.main import create_app
-from backend.tasks import actions
 from tests.conftest import make_settings, running_app
 
 
@@ -182,7 +183,7 @@ async def test_a_tool_call_of_a_turn_whose_rows_were_swept_is_still_recorded(
     next turn; a task change it still makes is recorded on a reply of its own, interrupted."""
     auto = engine.execution_options(isolation_level="AUTOCOMMIT")
     cid, turn = uuid.uuid4(), uuid.uuid4()
-    started = await repository.start_turn(
+    started = await claim.start_turn(
         auto,
         user_id="erin",
         conversation_id=cid,
@@ -194,7 +195,7 @@ async def test_a_tool_call_of_a_turn_whose_rows_were_swept_is_still_recorded(
         user_tokens=3,
         user_item_id=None,
         user_item=None,
-        reply_item_id=None,
+        reply_item_id="msg_r",
         adopt=False,
         max_messages=100,
         token_budget=8000,
@@ -202,20 +203,17 @@ async def test_a_tool_call_of_a_turn_whose_rows_were_swept_is_still_recorded(
     )
     async with auto.connect() as conn:  # what the next turn's claim sweeps
         await conn.execute(text("DELETE FROM messages WHERE conversation_id = :c"), {"c": cid})
-    write = actions.plan("add_task", "erin", {"title": "Milk"}, 1000)
-    assert write is not None
-    output = await repository.record_tool_call(
-        auto,
+    journal = TurnJournal(
+        engine=auto,
+        user_id="erin",
+        max_tasks=1000,
         conversation_id=cid,
         turn=turn,
         user_row=started.user_row,
         reply_row=started.reply_row,
-        tool="add_task",
-        arguments={"title": "Milk"},
-        call_item={"type": "function_call", "call_id": "c1", "name": "add_task", "arguments": "{}"},
-        ctes=write.ctes,
-        params={**write.params, "max_output": 16_000},
     )
+    item = {"type": "function_call", "call_id": "c1", "name": "add_task", "arguments": "{}"}
+    output = await journal.run(Call("add_task", {"title": "Milk"}, item), 16_000)
     assert output is not None and orjson.loads(output)["title"] == "Milk"
     async with auto.connect() as conn:
         rows = (

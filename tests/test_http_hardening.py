@@ -14,8 +14,8 @@ import pytest
 from fastapi import Request
 from sqlalchemy import text
 
-from backend.web.state import app_state
 from backend.main import create_app
+from backend.web.state import app_state
 from tests.conftest import make_settings, running_app
 
 

@@ -33,14 +33,35 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from backend.agent.context import Call
 from backend.chat.history import count_tokens, count_tokens_async, warm_up
+from backend.chat.journal import Unrecorded
 from backend.core.config import Settings
-from backend.core.db import session_factory
 from backend.core.errors import AppError
 from backend.main import create_app
-from backend.tasks import actions
-from backend.tasks.actions import cap_output
+from backend.tasks.registry import LIST_LIMIT, cap_output
 from tests.conftest import make_settings, running_app, serving
+
+
+async def run_action(
+    engine: AsyncEngine,
+    name: str,
+    user: str,
+    arguments: dict[str, Any],
+    *,
+    max_tasks: int = 1000,
+    max_output_chars: int = 16_000,
+) -> str:
+    """One action outside a turn (as MCP runs it): its result as JSON text."""
+    auto = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return await Unrecorded(auto, user, max_tasks).run(Call(name, arguments, {}), max_output_chars)
+
+
+async def action_result(
+    engine: AsyncEngine, name: str, user: str, arguments: dict[str, Any], **kw: Any
+) -> Any:
+    return orjson.loads(await run_action(engine, name, user, arguments, **kw))
+
 
 MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 HUGE = "9" * 5000  # past Python's 4,300-digit int/str conversion limit
@@ -123,12 +144,9 @@ async def test_concurrent_creates_through_the_actions(
     (also on an autocommit engine: a create is one statement either way)."""
     if autocommit:
         engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-    sessions = session_factory(engine)
     outcomes = await asyncio.gather(
         *(
-            actions.run_in_transaction(
-                sessions, "add_task", "carol", {"title": f"t{n}"}, max_tasks=4
-            )
+            action_result(engine, "add_task", "carol", {"title": f"t{n}"}, max_tasks=4)
             for n in range(16)
         ),
         return_exceptions=True,
@@ -234,16 +252,15 @@ async def test_list_tasks_tool_gives_at_most_50_with_count_and_hint(
 ) -> None:
     for n in range(60):
         await create(client, alice, f"errand {n}" if n != 57 else "buy milk")
-    sessions = session_factory(engine)
-    listed = await actions.run_in_transaction(sessions, "list_tasks", "alice", {})
-    assert len(listed["tasks"]) == actions.LIST_LIMIT == 50
+    listed = await action_result(engine, "list_tasks", "alice", {})
+    assert len(listed["tasks"]) == LIST_LIMIT == 50
     assert listed["count"] == 60
     assert "search" in listed["hint"] and "ask the user" in listed["hint"]
-    found = await actions.run_in_transaction(sessions, "list_tasks", "alice", {"search": "MILK"})
+    found = await action_result(engine, "list_tasks", "alice", {"search": "MILK"})
     assert [t["title"] for t in found["tasks"]] == ["buy milk"]
     assert found["count"] == 1 and "hint" not in found
     # `%` and `_` are text to search for, not patterns
-    by_percent = await actions.run_in_transaction(sessions, "list_tasks", "alice", {"search": "%"})
+    by_percent = await action_result(engine, "list_tasks", "alice", {"search": "%"})
     assert by_percent["count"] == 0
 
 
@@ -285,34 +302,30 @@ async def test_write_results_are_the_text_orjson_gives(engine: AsyncEngine) -> N
     is capped at MAX_TOOL_OUTPUT_CHARS exactly as `cap_output` caps any other result."""
     title = 'Quote " backslash \\ accents é 😀'
     description = "lines\nand\ttabs \x01 \u2028 end"
-    async with engine.begin() as db:
-        added = await actions.run(db, "add_task", "dora", {"title": title})
-        task_id = orjson.loads(added)["task_id"]
-        assert (
-            added
-            == orjson.dumps({"task_id": task_id, "status": "created", "title": title}).decode()
-        )
-        updated = await actions.run(
-            db, "update_task", "dora", {"task_id": task_id, "description": description}
-        )
-        expected = {
-            "task_id": task_id,
-            "status": "updated",
-            "title": title,
-            "description": description,
-        }
-        assert updated == orjson.dumps(expected).decode()
-        long = {"task_id": str(task_id), "description": "d" * 2000}
-        capped = await actions.run(db, "update_task", "dora", long, max_output_chars=1000)
-        full = {**expected, "description": "d" * 2000}
-        assert capped == orjson.dumps(cap_output(full, 1000)).decode()
-        assert orjson.loads(capped)["truncated"] is True and len(capped) <= 1000
-        done = await actions.run(db, "complete_task", "dora", {"task_id": task_id})
-        assert orjson.loads(done) == {"task_id": task_id, "status": "completed", "title": title}
-        gone = await actions.run(db, "delete_task", "dora", {"task_id": task_id})
-        assert orjson.loads(gone) == {"task_id": task_id, "status": "deleted", "title": title}
-        with pytest.raises(AppError, match="not found"):
-            await actions.run(db, "delete_task", "dora", {"task_id": task_id})
+    added = await run_action(engine, "add_task", "dora", {"title": title})
+    task_id = orjson.loads(added)["task_id"]
+    assert added == orjson.dumps({"task_id": task_id, "status": "created", "title": title}).decode()
+    updated = await run_action(
+        engine, "update_task", "dora", {"task_id": task_id, "description": description}
+    )
+    expected = {
+        "task_id": task_id,
+        "status": "updated",
+        "title": title,
+        "description": description,
+    }
+    assert updated == orjson.dumps(expected).decode()
+    long = {"task_id": str(task_id), "description": "d" * 2000}
+    capped = await run_action(engine, "update_task", "dora", long, max_output_chars=1000)
+    full = {**expected, "description": "d" * 2000}
+    assert capped == orjson.dumps(cap_output(full, 1000)).decode()
+    assert orjson.loads(capped)["truncated"] is True and len(capped) <= 1000
+    done = await run_action(engine, "complete_task", "dora", {"task_id": task_id})
+    assert orjson.loads(done) == {"task_id": task_id, "status": "completed", "title": title}
+    gone = await run_action(engine, "delete_task", "dora", {"task_id": task_id})
+    assert orjson.loads(gone) == {"task_id": task_id, "status": "deleted", "title": title}
+    with pytest.raises(AppError, match="not found"):
+        await run_action(engine, "delete_task", "dora", {"task_id": task_id})
 
 
 async def test_stored_tool_output_is_capped(

@@ -14,9 +14,9 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
-from backend.agent.tools import TOOL_SPECS
 from backend.core.config import Settings
 from backend.main import create_app
+from backend.tasks.registry import ACTIONS
 from tests.conftest import serving
 
 MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
@@ -59,7 +59,7 @@ async def test_tools_are_the_agents_tools(
     async with mcp_session(base_url, token_for("alice"), path) as session:
         tools = (await session.list_tools()).tools
     assert {t.name: (t.description, t.input_schema) for t in tools} == {
-        name: (spec["description"], spec["parameters"]) for name, spec in TOOL_SPECS.items()
+        name: (action.description, action.parameters) for name, action in ACTIONS.items()
     }
     for tool in tools:
         schema = json.dumps(tool.input_schema)

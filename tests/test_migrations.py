@@ -12,8 +12,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from backend.server.cli import ALEMBIC_INI, migrate
 from backend.core.config import normalize_database_url
+from backend.server.cli import ALEMBIC_INI, migrate
 from backend.server.tables import metadata
 from tests.db import create_database, drop_database, server_url
 

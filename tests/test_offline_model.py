@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backend.agent.context import TurnContext
 from backend.agent.offline import OfflineModel
 from backend.agent.tools import task_tools
+from backend.chat.journal import Unrecorded
 from backend.core.config import Settings
 from backend.core.db import create_engine, session_factory
 from backend.main import create_app
@@ -40,9 +41,9 @@ async def sessions(database_url: str, settings: Settings) -> AsyncIterator[Sessi
 
 
 def context_for(sessions: Sessions, user: str = "alice") -> TurnContext:
-    """A turn's context outside a turn (no journal): tools on the autocommit engine."""
+    """A turn's context outside a turn (nothing recorded): tools on the autocommit engine."""
     engine = sessions.kw["bind"].execution_options(isolation_level="AUTOCOMMIT")
-    return TurnContext(user_id=user, engine=engine)
+    return TurnContext(user_id=user, journal=Unrecorded(engine, user, 1000))
 
 
 @pytest.fixture
@@ -92,7 +93,7 @@ async def add(sessions: Sessions, title: str, user: str = "alice", done: bool = 
 
 async def tasks_of(sessions: Sessions, user: str = "alice") -> dict[int, tuple[str, bool]]:
     async with sessions.begin() as session:
-        return {t.id: (t.title, t.completed) for t in (await service.list_tasks(session, user))[0]}
+        return {t.id: (t.title, t.completed) for t in (await service.page(session, user))[0]}
 
 
 @pytest.mark.parametrize(
@@ -118,7 +119,7 @@ async def test_add(agent: Agent[TurnContext], sessions: Sessions, message: str, 
 async def test_add_with_description(agent: Agent[TurnContext], sessions: Sessions) -> None:
     await say(agent, sessions, "add buy milk with description 2 litres, semi-skimmed")
     async with sessions.begin() as session:
-        [task], _ = await service.list_tasks(session, "alice")
+        [task], _ = await service.page(session, "alice")
     assert (task.title, task.description) == ("Buy milk", "2 litres, semi-skimmed")
 
 

@@ -12,16 +12,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from backend.web.deps import current_user
 from backend.core.config import Settings
-from backend.web.deps import get_session
 from backend.main import create_app
-from backend.web.limits import (
-    chat_rate_limit,
-    counted_chat_turn,
-    limit_reads,
-    limit_writes,
-)
+from backend.web.deps import counted_chat_turn, current_user, get_session
+from backend.web.limits import chat_rate_limit, limit_reads, limit_writes
 
 RATE_LIMITERS = {chat_rate_limit, counted_chat_turn, limit_reads, limit_writes}
 # Limited or database-bound inside the handler rather than through a dependency.

@@ -21,8 +21,8 @@ from backend.auth.jwks import JWKSCache
 from backend.auth.verifier import TokenVerifier
 from backend.core.config import DEV_ISSUER, Settings, normalize_database_url
 from backend.core.errors import Unauthorized
-from backend.main import create_app
 from backend.core.schema import ALEMBIC_INI, SchemaBehind, code_revisions
+from backend.main import create_app
 from tests.conftest import make_settings, running_app
 from tests.db import create_database, drop_database, server_url
 from tests.embedded_pg import postgres_data_dir, postgres_using

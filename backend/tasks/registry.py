@@ -35,9 +35,10 @@ Read = Callable[..., Awaitable[dict[str, Any]]]
 """(db, user_id, **arguments) -> the result."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Action:
-    """One task action, as every surface offers it."""
+    """One task action, as every surface offers it (hashed by identity: statements are cached
+    per action)."""
 
     name: str
     description: str
