@@ -15,7 +15,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?=
 
-.PHONY: install lock upgrade run test check bench lint typecheck clean
+.PHONY: install lock upgrade run test check bench lint typecheck contracts clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -49,7 +49,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-check: lint typecheck test
+# The import-linter contracts in pyproject.toml: layers that point one way.
+contracts: install
+	$(BIN)/lint-imports
+
+check: lint typecheck contracts test
 
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)

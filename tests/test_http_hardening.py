@@ -15,7 +15,7 @@ from fastapi import Request
 from sqlalchemy import text
 
 from backend.main import create_app
-from backend.web.state import app_state
+from backend.web.deps import app_state
 from tests.conftest import make_settings, running_app
 
 
