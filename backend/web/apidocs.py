@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import TypeAdapter
 from starlette.staticfiles import StaticFiles
 
+from backend.tasks.registry import ACTIONS
 from backend.web.errors import error_responses_schema
 
 ASSETS = "/docs/assets"
@@ -143,6 +144,8 @@ def _chatkit_schemas() -> dict[str, Any]:
     return {**parts, "ChatKitReq": schema}
 
 
+# The example call: the action that creates a task from a title (first in the registry).
+_CREATE = next(a for a in ACTIONS.values() if a.required == ["title"])
 _JSONRPC_REQUEST: dict[str, Any] = {
     "type": "object",
     "description": "A JSON-RPC 2.0 request (with `id`) or notification (without).",
@@ -160,7 +163,7 @@ _JSONRPC_REQUEST: dict[str, Any] = {
         "jsonrpc": "2.0",
         "id": 1,
         "method": "tools/call",
-        "params": {"name": "add_task", "arguments": {"title": "Buy milk"}},
+        "params": {"name": _CREATE.name, "arguments": {"title": "Buy milk"}},
     },
 }
 _JSONRPC_RESPONSE: dict[str, Any] = {
