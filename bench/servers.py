@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from backend.server.cli import migrate
 from backend.core.config import normalize_database_url
+from backend.server.cli import migrate
 from bench.env import isolated_env
 
 ROOT = Path(__file__).resolve().parent.parent
