@@ -71,8 +71,22 @@ def phase(name: str, times: dict[str, float]) -> Iterator[None]:
         log(f"{name}: {times[name]:.1f} s")
 
 
-def run(cmd: list[str], **kwargs: object) -> None:
-    subprocess.run(cmd, check=True, **kwargs)  # type: ignore[call-overload]
+def run(cmd: list[str], *, check: bool = True, **kwargs: object) -> int:
+    """Runs a command to its end; interrupted (Ctrl-C, SIGTERM), it is stopped the same way."""
+    proc = subprocess.Popen(cmd, **kwargs)  # type: ignore[call-overload]
+    try:
+        code = int(proc.wait())
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    if check and code != 0:
+        raise subprocess.CalledProcessError(code, cmd)
+    return code
 
 
 def npm_ci() -> bool:
@@ -242,11 +256,12 @@ def main() -> int:
                 log(f"API at {api_url}, Next.js at {app_url}")
             with phase("test (pytest + Playwright)", times):
                 env = {"EXAMPLE_APP_URL": app_url, "EXAMPLE_API_URL": api_url}
-                status = subprocess.run(
+                status = run(
                     [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(EXAMPLE / "e2e")],
+                    check=False,
                     cwd=REPO,
                     env={**os.environ, **env},
-                ).returncode
+                )
         except (Stop, KeyboardInterrupt) as exc:
             log(f"interrupted ({exc or 'Ctrl-C'}): stopping what was started")
             status = 130
@@ -262,9 +277,14 @@ def main() -> int:
 
     total = time.monotonic() - started
     summary = ", ".join(f"{name.split(' ')[0]} {seconds:.1f} s" for name, seconds in times.items())
-    log(f"{'PASSED' if status == 0 else 'FAILED'} in {total:.1f} s ({summary})")
+    outcome = {0: "PASSED", 130: "INTERRUPTED"}.get(status, "FAILED")
+    log(f"{outcome} in {total:.1f} s ({summary})")
     return status
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (Stop, KeyboardInterrupt):  # during the install or the build
+        log("interrupted")
+        sys.exit(130)

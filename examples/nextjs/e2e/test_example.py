@@ -33,6 +33,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PASSWORD = "correct horse battery"
+SCREENSHOTS = os.environ.get("EXAMPLE_SCREENSHOTS")  # a directory: save a few screenshots there
 
 pytestmark = pytest.mark.skipif(
     not (APP and API), reason="needs EXAMPLE_APP_URL and EXAMPLE_API_URL (make example-test sets them)"
@@ -78,6 +79,12 @@ async def new_page(browser: Any) -> tuple[Any, Any]:
     page = await context.new_page()
     page.set_default_timeout(20_000)
     return context, page
+
+
+async def shot(page: Any, name: str) -> None:
+    if SCREENSHOTS:
+        os.makedirs(SCREENSHOTS, exist_ok=True)
+        await page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"), full_page=True)
 
 
 async def sign_up(page: Any, name: str, email: str) -> None:
@@ -127,6 +134,7 @@ async def test_chat_adds_a_task_only_its_owner_sees(browser: Any) -> None:
     await expect(messages.locator("li.message.assistant").last).to_contain_text("Buy milk")
     await expect(page.get_by_role("button", name="Send")).to_have_text("Send")
     await expect(conversations.get_by_role("listitem")).to_have_count(1)
+    await shot(page, "chat")
 
     # After a reload everything comes back from the API. The first GET /api/tasks is answered
     # 401 (as for an expired token): the page fetches a fresh token and retries once.
@@ -165,12 +173,14 @@ async def test_chat_adds_a_task_only_its_owner_sees(browser: Any) -> None:
     await expect(page.get_by_role("heading", name="ChatKit")).to_be_visible()
     await expect(page.locator("openai-chatkit")).to_be_attached()
     await expect(page.locator(f'script[src="{CHATKIT_JS}"]')).to_be_attached()
+    await shot(page, "chatkit")
 
     # Signing out ends the session: the server sends the visitor back to /sign-in.
     await page.get_by_role("button", name="Sign out").click()
     await expect(page).to_have_url(APP + "/sign-in")
     await page.goto(APP + "/")
     await expect(page).to_have_url(APP + "/sign-in")
+    await shot(page, "sign-in")
 
     # Another user sees none of Alice's tasks or conversations.
     bob_context, bob = await new_page(browser)
