@@ -173,6 +173,8 @@ async def test_chat_adds_a_task_only_its_owner_sees(browser: Any) -> None:
     await expect(page.get_by_role("heading", name="ChatKit")).to_be_visible()
     await expect(page.locator("openai-chatkit")).to_be_attached()
     await expect(page.locator(f'script[src="{CHATKIT_JS}"]')).to_be_attached()
+    # Without OpenAI's CDN the element is never defined, and the page says so.
+    await expect(page.get_by_role("status")).to_contain_text("has not loaded", timeout=20_000)
     await shot(page, "chatkit")
 
     # Signing out ends the session: the server sends the visitor back to /sign-in.

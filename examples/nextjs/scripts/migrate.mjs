@@ -6,9 +6,13 @@
 // on Node 20. The options below must list the same plugins as lib/auth.ts: the plugins decide
 // which tables and columns exist (jwt adds `jwks`). Safe to run again: it only adds what is
 // missing.
+import nextEnv from "@next/env";
 import { getMigrations } from "better-auth/db/migration";
 import { jwt } from "better-auth/plugins";
 import pg from "pg";
+
+// The same .env files as `next dev` / `next start` (.env.local, .env, ...); the environment wins.
+nextEnv.loadEnvConfig(process.cwd());
 
 const connectionString =
   process.env.DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/task_assistant_auth";
