@@ -57,7 +57,7 @@ class Stop(Exception):
 
 
 def log(message: str) -> None:
-    print(f"[example-test] {message}", flush=True)
+    print(f"[example-test] {message}", flush=True)  # noqa: T201 (a command-line script)
 
 
 @contextlib.contextmanager
@@ -107,7 +107,11 @@ def free_port() -> int:
 
 
 def server_url() -> str:
-    url = os.environ.get("EXAMPLE_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL") or DEFAULT_SERVER
+    url = (
+        os.environ.get("EXAMPLE_DATABASE_URL")
+        or os.environ.get("TEST_DATABASE_URL")
+        or DEFAULT_SERVER
+    )
     parts = urlsplit(url)
     # SQLAlchemy's driver suffix means nothing to psycopg or node-postgres.
     scheme = "postgresql" if parts.scheme.startswith("postgres") else parts.scheme
@@ -129,20 +133,28 @@ def databases(server: str, *suffixes: str) -> Iterator[list[str]]:
             for name in names:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
                 created.append(name)
-        log(f"databases {', '.join(names)} on {urlsplit(server).hostname}:{urlsplit(server).port or 5432}")
+        log(
+            f"databases {', '.join(names)} on {urlsplit(server).hostname}:{urlsplit(server).port or 5432}"
+        )
         yield [database_url(server, n) for n in names]
     finally:
         if created:
             with psycopg.connect(server, autocommit=True, connect_timeout=5) as conn:
                 for name in created:
-                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                    conn.execute(
+                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                            sql.Identifier(name)
+                        )
+                    )
             log(f"dropped {', '.join(created)}")
 
 
 class Process:
     """A server in its own process group, logging to a file; stopped with SIGTERM, then SIGKILL."""
 
-    def __init__(self, name: str, cmd: list[str], *, cwd: Path, env: dict[str, str], logdir: Path) -> None:
+    def __init__(
+        self, name: str, cmd: list[str], *, cwd: Path, env: dict[str, str], logdir: Path
+    ) -> None:
         self.name = name
         self.logfile = logdir / f"{name}.log"
         with self.logfile.open("wb") as out:
@@ -176,7 +188,9 @@ def wait_until_up(process: Process, url: str, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.proc.poll() is not None:
-            raise RuntimeError(f"{process.name} exited ({process.proc.returncode}):\n{process.tail()}")
+            raise RuntimeError(
+                f"{process.name} exited ({process.proc.returncode}):\n{process.tail()}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -184,7 +198,9 @@ def wait_until_up(process: Process, url: str, timeout: float = 90.0) -> None:
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.25)
-    raise RuntimeError(f"{process.name} did not answer {url} within {timeout:.0f} s:\n{process.tail()}")
+    raise RuntimeError(
+        f"{process.name} did not answer {url} within {timeout:.0f} s:\n{process.tail()}"
+    )
 
 
 def main() -> int:
@@ -215,7 +231,11 @@ def main() -> int:
                 auth_db, api_db = stack.enter_context(databases(server_url(), "auth", "api"))
                 # Unwound first: the servers stop before their databases are dropped.
                 stack.callback(lambda: [p.stop() for p in reversed(processes)])
-                run(["node", "scripts/migrate.mjs"], cwd=EXAMPLE, env={**node_env, "DATABASE_URL": auth_db})
+                run(
+                    ["node", "scripts/migrate.mjs"],
+                    cwd=EXAMPLE,
+                    env={**node_env, "DATABASE_URL": auth_db},
+                )
                 api_port, app_port = free_port(), free_port()
                 app_url, api_url = f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{api_port}"
                 api_env = {k: v for k, v in os.environ.items() if k.upper() not in API_ENV_DROP}
@@ -230,7 +250,15 @@ def main() -> int:
                 processes.append(
                     Process(
                         "api",
-                        [str(TASK_ASSISTANT), "serve", "--host", "127.0.0.1", "--port", str(api_port), "--migrate"],
+                        [
+                            str(TASK_ASSISTANT),
+                            "serve",
+                            "--host",
+                            "127.0.0.1",
+                            "--port",
+                            str(api_port),
+                            "--migrate",
+                        ],
                         cwd=logdir,  # no .env of the repository: the offline model, whatever the developer set
                         env=api_env,
                         logdir=logdir,
@@ -257,7 +285,15 @@ def main() -> int:
             with phase("test (pytest + Playwright)", times):
                 env = {"EXAMPLE_APP_URL": app_url, "EXAMPLE_API_URL": api_url}
                 status = run(
-                    [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(EXAMPLE / "e2e")],
+                    [
+                        sys.executable,
+                        "-m",
+                        "pytest",
+                        "-p",
+                        "no:cacheprovider",
+                        "-q",
+                        str(EXAMPLE / "e2e"),
+                    ],
                     check=False,
                     cwd=REPO,
                     env={**os.environ, **env},

@@ -36,7 +36,8 @@ PASSWORD = "correct horse battery"
 SCREENSHOTS = os.environ.get("EXAMPLE_SCREENSHOTS")  # a directory: save a few screenshots there
 
 pytestmark = pytest.mark.skipif(
-    not (APP and API), reason="needs EXAMPLE_APP_URL and EXAMPLE_API_URL (make example-test sets them)"
+    not (APP and API),
+    reason="needs EXAMPLE_APP_URL and EXAMPLE_API_URL (make example-test sets them)",
 )
 
 
@@ -112,14 +113,19 @@ async def test_chat_adds_a_task_only_its_owner_sees(browser: Any) -> None:
     await expect(page.get_by_text("No conversations yet.")).to_be_visible()
 
     # A streamed chat turn: the request carries the Better Auth JWT, the answer is SSE.
-    async with page.expect_response(lambda r: r.url == f"{API}/api/chat" and r.request.method == "POST") as info:
+    async with page.expect_response(
+        lambda r: r.url == f"{API}/api/chat" and r.request.method == "POST"
+    ) as info:
         await page.get_by_role("textbox", name="Message").fill("add a task to buy milk")
         await page.keyboard.press("Enter")
     response = await info.value
     assert response.status == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     request = response.request
-    assert json.loads(request.post_data or "{}") == {"message": "add a task to buy milk", "stream": True}
+    assert json.loads(request.post_data or "{}") == {
+        "message": "add a task to buy milk",
+        "stream": True,
+    }
     assert (await request.all_headers())["authorization"].startswith("Bearer ey")
 
     await expect(messages).to_contain_text("Added 'Buy milk'")
@@ -140,7 +146,12 @@ async def test_chat_adds_a_task_only_its_owner_sees(browser: Any) -> None:
     # 401 (as for an expired token): the page fetches a fresh token and retries once.
     refused: list[str] = []
     token_requests: list[str] = []
-    page.on("request", lambda r: token_requests.append(r.url) if r.url.startswith(APP + "/api/auth/token") else None)
+
+    def count_token_request(request: Any) -> None:
+        if request.url.startswith(APP + "/api/auth/token"):
+            token_requests.append(request.url)
+
+    page.on("request", count_token_request)
 
     async def refuse_once(route: Any) -> None:
         if route.request.method == "GET" and not refused:
@@ -161,7 +172,8 @@ async def test_chat_adds_a_task_only_its_owner_sees(browser: Any) -> None:
     await page.reload()
     await expect(tasks).to_contain_text("Buy milk")
     assert len(refused) == 1
-    assert len(token_requests) == 2, token_requests  # the first token, then a fresh one after the 401
+    # The first token, then a fresh one after the 401.
+    assert len(token_requests) == 2, token_requests
     await page.unroute(f"{API}/api/tasks**")
     await conversations.get_by_role("button", name="add a task to buy milk").click()
     await expect(messages.locator("li.message")).to_have_count(4)
