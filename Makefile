@@ -60,3 +60,10 @@ bench: install
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
+
+# The Next.js + Better Auth example (examples/nextjs) end to end: npm ci (when its lock changed),
+# next build, fresh databases on the PostgreSQL at EXAMPLE_DATABASE_URL / TEST_DATABASE_URL /
+# postgresql://postgres@127.0.0.1:5432, the API and `next start`, then Playwright in Chromium.
+.PHONY: example-test
+example-test: install
+	$(BIN)/python examples/nextjs/e2e/run.py
