@@ -15,7 +15,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?=
 
-.PHONY: install lock upgrade run test check bench lint typecheck contracts clean
+.PHONY: install lock upgrade run test test-fast test-unit check bench lint typecheck contracts clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -39,8 +39,18 @@ upgrade: | $(UV)
 run: install
 	$(BIN)/task-assistant serve --host $(HOST) --port $(PORT) $(if $(WORKERS),--workers $(WORKERS))
 
+# The tiers: tests/unit (no database), tests/api (the app in process on PostgreSQL), tests/system
+# (processes and browsers, marked slow). Database tiers run on xdist workers, one database each.
+XDIST ?= -n 2 --dist loadgroup
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
+
+# What to run after each change: unit + api, no processes or browsers.
+test-fast: install
+	$(BIN)/python -m pytest $(XDIST) tests/unit tests/api $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check backend tests bench migrations

@@ -1,7 +1,7 @@
 """`make bench`: the service under load on this machine, against a local stub model.
 
 Starts a PostgreSQL (embedded, or a fresh database on BENCH_DATABASE_URL's server), the
-OpenAI-compatible stub (`bench.stub_llm`, its own process) and the service under uvicorn, once
+OpenAI-compatible stub (`tests.support.stub_llm`, its own process) and the service under uvicorn, once
 per `--workers` count (by default one server with 1 worker and one with 2, both up for the whole
 run; their CPU time and memory, summed over the uvicorn supervisor and its workers, are read from
 /proc), then drives them over real HTTP with real EdDSA tokens. See bench/README.md for the
@@ -77,7 +77,9 @@ def run(
         db_url = stack.enter_context(database(tmp_path))
         stub_port, server_port = free_port(), free_port()
         env = isolated_env()
-        stub = start([sys.executable, "-m", "bench.stub_llm", "--port", str(stub_port)], env, stack)
+        stub = start(
+            [sys.executable, "-m", "tests.support.stub_llm", "--port", str(stub_port)], env, stack
+        )
         wait_http(f"http://127.0.0.1:{stub_port}/v1/models", stub)
         env.update(
             DATABASE_URL=db_url,
