@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from bench.env import isolated_env
+from tests.support import ROOT
 from tests.support.embedded_pg import postgres_data_dir, postgres_using
 
-ROOT = Path(__file__).resolve().parent.parent
 CLI = Path(sys.executable).with_name("task-assistant")
 START_TIMEOUT = 120  # imports alone take seconds on a loaded two-core machine
 

@@ -14,6 +14,7 @@ import pytest
 
 from backend.auth.devkeys import load_or_create_dev_key, mint_token
 from bench.env import isolated_env
+from tests.support import ROOT
 
 
 def _free_port() -> int:
@@ -48,7 +49,7 @@ def replicas(database_url: str, tmp_path: Path) -> Iterator[tuple[list[str], Pat
                     str(port),
                 ],
                 env=env,
-                cwd=Path(__file__).resolve().parent.parent,
+                cwd=ROOT,
             )
         )
         urls.append(f"http://127.0.0.1:{port}")

@@ -24,8 +24,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.__main__ import free_port, wait_http
 from bench.env import isolated_env
+from bench.servers import free_port, wait_http
+from tests.support import ROOT
 
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="the `playwright` package is missing: pip install -e '.[dev]'"
@@ -33,7 +34,6 @@ playwright_api = pytest.importorskip(
 async_playwright = playwright_api.async_playwright
 expect = playwright_api.expect
 
-ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM_ARGS = [
     "--headless",

@@ -11,8 +11,8 @@ from importlinter import api as _configured  # noqa: F401  (configures import-li
 from importlinter.application.use_cases import lint_imports
 
 from backend.tasks.registry import ACTIONS
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 BACKEND = ROOT / "backend"
 # Where an action's name may be written: its declaration, and the system prompt the model reads.
 NAMES_ALLOWED_IN = {BACKEND / "tasks" / "registry.py", BACKEND / "agent" / "prompts.py"}

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from backend.main import create_app
 from bench.env import isolated_env
+from tests.support import ROOT
 from tests.support.app import make_settings, running_app
 from tests.support.clients import add_message, stream, user_input
 from tests.support.proxy import DatabaseProxy
@@ -288,7 +289,7 @@ def _serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "backend.main:app", "--port", str(port)],
         env=env,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=ROOT,
     )
     deadline = time.monotonic() + 60
     while True:
