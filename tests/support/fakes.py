@@ -25,10 +25,10 @@ SECRET = "s" * 40
 
 
 class GatedModel(ScriptedModel):
-    """A scripted model whose `gated_call`-th call (plain or streamed) waits for `gate`: a model
-    still thinking. `entered` is set when that call starts."""
+    """A scripted model whose calls (plain or streamed) wait for `gate`: a model still thinking.
+    Every call waits, or only the `gated_call`-th; `entered` is set when a gated call starts."""
 
-    def __init__(self, steps: list[Any] | None = None, gated_call: int = 1) -> None:
+    def __init__(self, steps: list[Any] | None = None, gated_call: int | None = None) -> None:
         super().__init__()
         self.extend(steps or [])
         self.gated_call = gated_call
@@ -38,7 +38,7 @@ class GatedModel(ScriptedModel):
 
     async def _wait_if_gated(self) -> None:
         self.count += 1
-        if self.count == self.gated_call:
+        if self.gated_call is None or self.count == self.gated_call:
             self.entered.set()
             await self.gate.wait()
 

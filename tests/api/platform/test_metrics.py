@@ -4,32 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from backend.core.config import Settings
 from backend.main import create_app
 from tests.support.app import make_settings, running_app
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: str) -> Samples:
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+from tests.support.prometheus import Samples, parse, value
 
 
 async def scrape(client: httpx.AsyncClient, **headers: str) -> Samples:
@@ -131,50 +114,3 @@ async def test_json_log_lines_carry_the_request_id(
     assert "GET /api/tasks 200" in access[-1]["message"]
     assert {"time", "level", "logger", "request_id", "message"} <= set(access[-1])
     assert entries[-1]["message"] == 'a message with "quotes"'
-
-
-_WORKER = """
-import sys
-from backend.observability import metrics
-from backend.web import metrics as endpoint
-for _ in range(int(sys.argv[1])):
-    metrics.request_done("GET", "/health", 200, 0.001)
-metrics.turn_started()
-if sys.argv[2] == "exit":
-    endpoint.process_exiting()
-"""
-_SCRAPE = """
-import sys
-from prometheus_client import generate_latest
-from backend.web import metrics as endpoint
-sys.stdout.write(generate_latest(endpoint._registry()).decode())
-"""
-
-
-def test_several_processes_report_one_sum(tmp_path: Path) -> None:
-    """With PROMETHEUS_MULTIPROC_DIR (several uvicorn workers), a scrape of any process reports
-    the sum over all of them, and a worker that shut down leaves the live gauges."""
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-
-    def run(code: str, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    run(_WORKER, "3", "alive")
-    run(_WORKER, "4", "exit")
-    samples = parse(run(_SCRAPE))
-    health = {"method": "GET", "route": "/health", "status": "200"}
-    assert value(samples, "task_assistant_http_requests_total", **health) == 7
-    assert (
-        value(
-            samples,
-            "task_assistant_http_request_duration_seconds_count",
-            method="GET",
-            route="/health",
-        )
-        == 7
-    )
-    assert value(samples, "task_assistant_chat_turns_in_progress") == 1
