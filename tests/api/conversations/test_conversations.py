@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import orjson
-import pytest
 from agents.testing import ScriptedModel, assistant_message
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.agent.context import Call
 from backend.chat import claim
@@ -19,13 +17,6 @@ from backend.chat.journal import TurnJournal
 from backend.core.config import Settings
 from backend.main import create_app
 from tests.support.app import make_settings, running_app
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 async def _conversation(

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from backend.core.config import Settings
 from backend.main import create_app
 from backend.tasks.registry import ACTIONS
-from tests.support.app import serving
 from tests.support.clients import error, mcp_session, ok
 from tests.support.fakes import MCP_HEADERS
-
-
-@pytest.fixture
-async def base_url(settings: Settings) -> AsyncIterator[str]:
-    async with serving(create_app(settings)) as url:
-        yield url
 
 
 @pytest.mark.parametrize("path", ["/mcp", "/mcp/"])

@@ -240,7 +240,7 @@ async def test_task_writes_are_limited_and_refusals_before_work_do_not_count(
         assert r.status_code == 201
 
 
-async def test_reads_are_limited(
+async def test_reads_are_make_settings(
     database_url: str, data_dir: Path, token_for: Callable[..., str], backend: dict[str, Any]
 ) -> None:
     settings = make_settings(database_url, data_dir, read_rate_limit_requests=3, **backend)
