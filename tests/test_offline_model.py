@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +21,9 @@ from chatkit.types import (
 from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from backend.agent import offline
 from backend.agent.context import TurnContext
-from backend.agent.offline import OfflineModel
+from backend.agent.offline import PHRASES, OfflineModel, parse
 from backend.agent.tools import task_tools
 from backend.chat.journal import Unrecorded
 from backend.core.config import Settings
@@ -28,6 +31,7 @@ from backend.core.db import create_engine, session_factory
 from backend.main import create_app
 from backend.tasks import service
 from backend.tasks.models import Task
+from backend.tasks.registry import ACTIONS
 from tests.conftest import running_app
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -94,6 +98,58 @@ async def add(sessions: Sessions, title: str, user: str = "alice", done: bool = 
 async def tasks_of(sessions: Sessions, user: str = "alice") -> dict[int, tuple[str, bool]]:
     async with sessions.begin() as session:
         return {t.id: (t.title, t.completed) for t in (await service.page(session, user))[0]}
+
+
+# --- the phrase table, entry by entry, and the phrases the README, playground and tests use ----
+
+
+@pytest.mark.parametrize(("index", "entry"), list(enumerate(PHRASES)))
+def test_each_phrase_table_entry_reads_its_example(index: int, entry: tuple[str, str, str]) -> None:
+    example, pattern, intent = entry
+    assert re.fullmatch(pattern, example, re.I), "the example matches its own pattern"
+    earlier = [p for _, p, _ in PHRASES[:index] if re.fullmatch(p, example, re.I)]
+    assert earlier == [], "no earlier entry takes it first"
+    assert parse(example).verb == intent
+    assert intent in {a.verb for a in ACTIONS.values()} | {"thanks"}
+
+
+@pytest.mark.parametrize(
+    ("message", "verb", "arguments", "target"),
+    [
+        ("add buy milk", "added", {"title": "Buy milk"}, ""),
+        ("add a task to buy milk", "added", {"title": "Buy milk"}, ""),
+        ("remind me to call mom", "added", {"title": "Call mom"}, ""),
+        ("show my tasks", "listed", {"status": "all"}, ""),
+        ("what's pending", "listed", {"status": "pending"}, ""),
+        ("What\u2019s left?", "listed", {"status": "pending"}, ""),
+        ("what have I completed", "listed", {"status": "completed"}, ""),
+        ("show completed tasks", "listed", {"status": "completed"}, ""),
+        ("complete task 3", "completed", {}, "task 3"),
+        ("rename task 2 to buy oat milk", "updated", {"title": "Buy oat milk"}, "task 2"),
+        ("rename task 3 to call mom", "updated", {"title": "Call mom"}, "task 3"),
+        ("delete task 4", "deleted", {}, "task 4"),
+        ("mark the milk task as done", "completed", {}, "the milk task"),
+        ("delete the milk task", "deleted", {}, "the milk task"),
+        ("mark it done", "completed", {}, "it"),
+        ("delete it", "deleted", {}, "it"),
+        (
+            "Could you please add a task: call the bank, thanks",
+            "added",
+            {"title": "Call the bank"},
+            "",
+        ),
+        ("what is the weather", "help", {}, ""),
+    ],
+)
+def test_phrases_people_use(
+    message: str, verb: str, arguments: dict[str, Any], target: str
+) -> None:
+    assert parse(message) == (verb, arguments, target)
+
+
+def test_the_offline_model_spells_no_action_name() -> None:
+    source = inspect.getsource(offline)
+    assert ACTIONS and not [name for name in ACTIONS if name in source]
 
 
 @pytest.mark.parametrize(
