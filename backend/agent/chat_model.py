@@ -131,7 +131,11 @@ class TextDelta:
         self.sequence_number = sequence_number
 
 
-def _message_item(text: str, item_id: str) -> ResponseOutputMessage:
+# --- the stream events the SDK reads, built here for this model and the offline one -----------
+
+
+def message_item(text: str, item_id: str) -> ResponseOutputMessage:
+    """The assistant's text as an output item."""
     return ResponseOutputMessage.model_construct(
         id=item_id,
         type="message",
@@ -142,6 +146,58 @@ def _message_item(text: str, item_id: str) -> ResponseOutputMessage:
                 type="output_text", text=text, annotations=[], logprobs=[]
             )
         ],
+    )
+
+
+def text_delta(item_id: str, delta: str, sequence_number: int) -> TResponseStreamEvent:
+    return cast(Any, TextDelta(item_id, delta, sequence_number))
+
+
+def call_item(
+    call_id: str, name: str, arguments: str, signature: str | None = None
+) -> ResponseFunctionToolCall:
+    """A function call as an output item (a Gemini thought signature in its provider data)."""
+    fields: dict[str, Any] = {
+        "id": "__fake_id__",
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "type": "function_call",
+    }
+    if signature:
+        fields["provider_data"] = {"thought_signature": signature}
+    return ResponseFunctionToolCall(**fields)
+
+
+def message_started(item_id: str, sequence_number: int) -> TResponseStreamEvent:
+    """`response.output_item.added` for the message about to stream its text deltas."""
+    return ResponseOutputItemAddedEvent.model_construct(
+        type="response.output_item.added",
+        item=message_item("", item_id),
+        output_index=0,
+        sequence_number=sequence_number,
+    )
+
+
+def completed(
+    model: str, output: list[Any], usage: dict[str, Any], sequence_number: int
+) -> TResponseStreamEvent:
+    """`response.completed`: the whole response; `usage` in Chat Completions' keys."""
+    return ResponseCompletedEvent.model_construct(
+        type="response.completed",
+        response=Response.model_construct(
+            id=f"resp_{next(_ids)}",
+            created_at=time.time(),
+            model=model,
+            object="response",
+            output=output,
+            status="completed",
+            usage=_response_usage(usage),
+            tool_choice="auto",
+            tools=[],
+            parallel_tool_calls=True,
+        ),
+        sequence_number=sequence_number,
     )
 
 
@@ -272,7 +328,7 @@ class ChatCompletionsModel(Model):
         usage = data.get("usage") or {}
         return ModelResponse(
             output=self._output(message.get("content") or "", calls, f"msg_{next(_ids)}"),
-            usage=_usage(usage),
+            usage=usage_of(usage),
             response_id=None,
         )
 
@@ -314,14 +370,9 @@ class ChatCompletionsModel(Model):
                     content = delta.get("content")
                     if content:
                         if not text:
-                            yield ResponseOutputItemAddedEvent.model_construct(
-                                type="response.output_item.added",
-                                item=_message_item("", message_id),
-                                output_index=0,
-                                sequence_number=next(seq),
-                            )
+                            yield message_started(message_id, next(seq))
                         text.append(content)
-                        yield cast(Any, TextDelta(message_id, content, next(seq)))
+                        yield text_delta(message_id, content, next(seq))
                     for call_delta in delta.get("tool_calls") or ():
                         index = call_delta.get("index", len(calls))
                         calls.setdefault(index, _Call()).add(call_delta)
@@ -334,22 +385,7 @@ class ChatCompletionsModel(Model):
         output = self._output(
             "".join(text), [calls[i].as_message() for i in sorted(calls)], message_id
         )
-        yield ResponseCompletedEvent.model_construct(
-            type="response.completed",
-            response=Response.model_construct(
-                id=f"resp_{next(_ids)}",
-                created_at=time.time(),
-                model=self.model,
-                object="response",
-                output=output,
-                status="completed",
-                usage=_response_usage(usage),
-                tool_choice="auto",
-                tools=[],
-                parallel_tool_calls=True,
-            ),
-            sequence_number=next(seq),
-        )
+        yield completed(self.model, output, usage, next(seq))
 
     async def _open(self, payload: bytes) -> aiohttp.ClientResponse:
         """Send the request; a 2xx response whose body is still to be read. Retries (bounded)."""
@@ -378,23 +414,14 @@ class ChatCompletionsModel(Model):
     def _output(self, content: str, calls: list[dict[str, Any]], message_id: str) -> list[Any]:
         output: list[Any] = []
         if content:
-            output.append(_message_item(content, message_id))
+            output.append(message_item(content, message_id))
         for call in calls:
             function = call.get("function") or {}
             call_id = str(call.get("id") or f"call_{next(_ids)}")
             if self.gemini and "__thought__" in call_id:
                 call_id = call_id.split("__thought__")[0]
-            fields: dict[str, Any] = {
-                "id": "__fake_id__",
-                "call_id": call_id,
-                "name": function.get("name", ""),
-                "arguments": function.get("arguments") or "{}",
-                "type": "function_call",
-            }
-            signature = _signature(call)
-            if signature:
-                fields["provider_data"] = {"thought_signature": signature}
-            output.append(ResponseFunctionToolCall(**fields))
+            arguments = function.get("arguments") or "{}"
+            output.append(call_item(call_id, function.get("name", ""), arguments, _signature(call)))
         return output
 
     async def close(self) -> None:
@@ -406,7 +433,8 @@ def _error_status(error: Any) -> int:
     return code if isinstance(code, int) and 400 <= code < 600 else 502
 
 
-def _usage(usage: dict[str, Any]) -> Usage:
+def usage_of(usage: dict[str, Any]) -> Usage:
+    """The SDK's usage for one request, from Chat Completions' usage keys."""
     return Usage(
         requests=1,
         input_tokens=usage.get("prompt_tokens") or 0,

@@ -1,60 +1,27 @@
-"""The built-in offline model: what the agent runs on when no LLM key is configured.
-
-It lets anyone chat with the service without an account anywhere. It implements the Agents SDK
-`Model` interface, so the same `Runner`, tools and ChatKit streaming path run as with a real
-model. It is stateless: `plan` derives each step from the input items alone (the request is read
-by `offline_intents`), makes at most one tool call per response, and never repeats a call within
-a turn. It is a handful of rules, not an LLM, and its help text says so.
-
-`stream_response` emits the Responses events a real provider sends; each response holds one
-output item (a message or a function call):
-
-    response.created, response.in_progress, response.output_item.added,
-      message: response.content_part.added, response.output_text.delta (one per word),
-               response.output_text.done, response.content_part.done
-      call:    response.function_call_arguments.delta, response.function_call_arguments.done
-    response.output_item.done, response.completed (the full response, usage included)
+"""The built-in offline model, which the agent runs on when no LLM key is configured: a few rules
+(its help says it is no AI model) behind the SDK's `Model` interface, stateless, with one tool call
+per response at most and never the same one twice a turn. It reads the user's message with the one
+`PHRASES` table; actions and verbs come from the registry, stream events from `chat_model`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
-import time
 import uuid
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple
 
-from agents import Model, ModelResponse, ModelSettings, ModelTracing, Tool, Usage
-from agents.agent_output import AgentOutputSchemaBase
-from agents.handoffs import Handoff
-from agents.items import TResponseInputItem, TResponseOutputItem, TResponseStreamEvent
-from openai.types.responses import (
-    Response,
-    ResponseCompletedEvent,
-    ResponseContentPartAddedEvent,
-    ResponseContentPartDoneEvent,
-    ResponseCreatedEvent,
-    ResponseFunctionCallArgumentsDeltaEvent,
-    ResponseFunctionCallArgumentsDoneEvent,
-    ResponseFunctionToolCall,
-    ResponseInProgressEvent,
-    ResponseOutputItemAddedEvent,
-    ResponseOutputItemDoneEvent,
-    ResponseOutputMessage,
-    ResponseOutputText,
-    ResponseTextDeltaEvent,
-    ResponseTextDoneEvent,
-    ResponseUsage,
-)
-from openai.types.responses.response_prompt_param import ResponsePromptParam
-from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
+from agents import Model, ModelResponse
+from agents.items import TResponseStreamEvent as Event
 
+from backend.agent import chat_model as events
 from backend.agent.items import text_of
-from backend.agent.offline_intents import Intent, ToolCall, match_tasks, parse, read, words
 from backend.core.config import OFFLINE_MODEL_NAME
+from backend.tasks.registry import ACTIONS, Action
 
 HELP = (
     "I'm the built-in offline assistant: a few simple rules, not an AI model, so keep requests "
@@ -62,194 +29,256 @@ HELP = (
     'milk", "show my tasks", "mark the milk task as done", "rename task 3 to call mom" or '
     '"delete task 3".'
 )
-MAX_CALLS_PER_TURN = 4
-"""More calls than any request needs (two at most): a turn past this is going in circles."""
+_NO_ID = 'I couldn\'t find that task: no task has that number. Say "show my tasks" to see them.'
+
+# --- what it understands: (an example, its pattern, the intent); the first match wins ---------
+# Intents: an action's verb, or thanks (else: the help line). Groups: `target` names the task,
+# `title` and `description` are arguments, `pending` or `completed` is the list's status.
+# fmt: off
+_T = r"(?P<target>.+?)"
+_ASK = r"(?:show|list|display|view|see|what(?:'?s)?|which|get|give|tell|check|any|how many)\b.*\b"
+_ALL = r"(?:tasks?|to-?dos?|list|everything|agenda)"
+_LIST = r"(?: (?:to|on|onto|from|off) (?:my|the) (?:task |to-?do )?list)?"
+PHRASES: tuple[tuple[str, str, str], ...] = (
+    ("thank you", r"(?:thanks|thank you|thx|cheers)(?: a lot| so much)?", "thanks"),
+    ("my pending tasks", r"(?:all |my |the )*(?:(?P<pending>pending|open) |"
+        rf"(?P<completed>completed|done) )?(?:to-?do |task )?{_ALL}", "listed"),
+    ("change the description of task 3 to two litres", r"(?:change|update|edit|set) (?:the )?"
+        rf"(?:description|details|notes?) (?:of|for|on) {_T} to (?P<description>.+)", "updated"),
+    ("rename task 2 to call mom",
+        rf"(?:rename|retitle|change|update|edit) {_T} (?:to|into|as) (?P<title>.+)", "updated"),
+    ("delete the milk task",
+        rf"(?:delete|remove|drop|erase|trash|cancel|get rid of) {_T}{_LIST}", "deleted"),
+    ("mark the milk task as done", r"(?:mark|complete|finish|tick(?: off)?|check off|cross off|"
+        r"close|(?:i'm |i am )?done with|(?:i |i've |i have |just )?(?:finished|completed|did)) "
+        rf"{_T}(?: as)?(?: done| complete| completed| finished| off)?", "completed"),
+    ("add a task to buy milk", r"(?:add|create|new(?= task| to-?do| item))(?: (?:a|an|another|"
+        r"new)\b)?(?: (?:task|to-?do|item|reminder)\b)?(?: (?:to|called|named|titled|for)\b|:)? ?"
+        rf"(?P<title>.*?){_LIST}(?: with (?:the )?(?:description|details|notes?):? "
+        r"(?P<description>.+))?", "added"),
+    ("remind me to call mom", r"(?:remind me|remember|don't forget) to (?P<title>.+)", "added"),
+    ("what's pending", rf"{_ASK}(?P<pending>pending|left|remaining|outstanding|open|unfinished|"
+        r"not done|to do)\b.*", "listed"),
+    ("what have I completed", rf"{_ASK}(?P<completed>completed|done|finished)\b.*", "listed"),
+    ("show my tasks", rf"{_ASK}{_ALL}\b.*", "listed"),
+    ("milk is done", rf"{_T} (?:is|are) (?:now )?(?:done|finished|completed?)", "completed"),
+    ("I need to call the bank", r"(?:i need to|i have to|i must|i should) (?P<title>.+)", "added"),
+)
+_POLITE = re.compile(r"^(?:(?:ok|okay|so|now|and|also|then|please|pls|kindly|can you|could you|"
+    r"would you|will you|i want to|i'd like to|i would like to|let's)\b[\s,!.:;-]*)+"
+    r"|[\s,]+(?:please|pls|thanks|thank you)$", re.I)
+_FILLER = re.compile(r"the|an?|my|our|this|that|tasks?|todos?|items?|one|entry|called|named|titled|"
+    r"about|to|for|of|with")
+# fmt: on
+_PATTERNS = [(re.compile(pattern, re.I), intent) for _, pattern, intent in PHRASES]
+_ID = re.compile(r"(?:the )?(?:task|item|number|no\.?|id)? ?(?:number |no\.? )?#? ?(\d+)", re.I)
+_IT = re.compile(r"it|that|this|the task|(?:that|this|the same|the last) (?:one|task)", re.I)
+_VERBS = {action.verb: action for action in ACTIONS.values()}  # "added": the add action, …
+_STATE = ("pending", "✓ done")
+_TOKENS = re.compile(r"\w+|[^\w\s]")  # a rough token count: words and punctuation
+_TARGETED = {"completed": "complete", "updated": "rename", "deleted": "delete"}  # about one task
 
 
-@dataclass(frozen=True)
-class Step:
-    """The next thing to do: call one tool, or answer with text."""
-
-    call: tuple[str, dict[str, Any]] | None = None
-    text: str = ""
+class Intent(NamedTuple):
+    verb: str
+    arguments: dict[str, Any]
+    target: str = ""  # the task as the user named it ("task 3", "it", "the milk task")
 
 
-# --- deciding --------------------------------------------------------------------------------
+def parse(message: str) -> Intent:
+    """The user's request; anything not understood is "help"."""
+    text = re.sub("[\u2018\u2019]", "'", re.sub("[\u201c\u201d]", '"', message))
+    text = _POLITE.sub("", " ".join(text.split()).strip(" .!?")).strip(" .!?,")
+    for pattern, verb in _PATTERNS:
+        if m := pattern.fullmatch(text):
+            found = {k: v.strip(" \"'`.!?") for k, v in m.groupdict().items() if v is not None}
+            target = found.pop("target", "")
+            found.update({k: v[:1].upper() + v[1:] for k, v in found.items() if k == "title"})
+            if verb == "listed":
+                found = {"status": next((s for s in ("pending", "completed") if s in found), "all")}
+            return Intent(verb, found, target)
+    return Intent("help", {})
 
 
-def plan(items: Sequence[Mapping[str, Any]], available: Collection[str] | None = None) -> Step:
-    """The next step for this conversation; `available` names the tools the agent offers."""
-    convo = read(items)
-    intent = parse(convo.message)
-    done = [call for call in convo.calls if call.result is not None]
-    step = _after(intent, done[-1]) if done else _first(intent, convo.earlier_ids)
-    if step.call is None:
+def words(text: str) -> tuple[str, ...]:
+    """The words that name a task: lower-cased, filler dropped, plurals folded."""
+    found = re.findall(r"[^\W_]+", re.sub(r"'s\b", "", text.lower()))
+    stem = [w[:-1] if len(w) > 3 and w[-1] == "s" != w[-2] else w for w in found]
+    return tuple(w for w, raw in zip(stem, found, strict=True) if not _FILLER.fullmatch(raw))
+
+
+def matching(tasks: list[dict[str, Any]], target: str) -> list[dict[str, Any]]:
+    """Tasks titled `target` (in words), else those whose title has all of its words."""
+    wanted = words(target)
+    exact = [t for t in tasks if words(str(t.get("title", ""))) == wanted]
+    return exact or [t for t in tasks if set(wanted) <= set(words(str(t.get("title", ""))))]
+
+
+# --- deciding ----------------------------------------------------------------------------------
+
+Step = tuple[Action, dict[str, Any]] | str  # a tool call (action, arguments), or the reply
+
+
+@dataclass
+class Call:
+    name: str
+    arguments: dict[str, Any]
+    result: dict[str, Any] | None = None
+
+
+def _object(value: Any) -> dict[str, Any]:
+    with contextlib.suppress(TypeError, ValueError):
+        value = value if isinstance(value, Mapping) else json.loads(value or "null")
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _listed(result: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """A listing's tasks, and how many match in all."""
+    tasks = [t for t in result.get("tasks") or () if type(t) is dict and type(t.get("id")) is int]
+    return tasks, result["count"] if type(result.get("count")) is int else len(tasks)
+
+
+def read(items: list[Mapping[str, Any]]) -> tuple[str, list[Call], list[int]]:
+    """The last user message, the calls made since, and the task ids named before it."""
+    last = max((i for i, item in enumerate(items) if item.get("role") == "user"), default=-1)
+    message = text_of(items[last].get("content")) if last >= 0 else ""
+    calls: dict[str, Call] = {}
+    this_turn: list[Call] = []
+    earlier: list[int] = []
+    for index, item in enumerate(items):
+        call_id = str(item.get("call_id"))
+        if item.get("type") == "function_call":
+            calls[call_id] = call = Call(str(item.get("name")), _object(item.get("arguments")))
+            if index > last:
+                this_turn.append(call)
+        elif item.get("type") == "function_call_output" and call_id in calls:
+            result = _object(out := item.get("output")) or {"error": text_of(out) or str(out)}
+            calls[call_id].result = result
+            if index < last:  # what "it" means: the tasks this result named
+                ids = [t["id"] for t in _listed(result)[0]] or [result.get("task_id")]
+                earlier = [i for i in ids if type(i) is int and result.get("status") != "deleted"]
+    return message, this_turn, earlier
+
+
+def decide(items: list[Mapping[str, Any]], available: set[str]) -> Step:
+    message, calls, earlier = read(items)
+    intent = parse(message)
+    done = [call for call in calls if call.result is not None]
+    step = _after(intent, done[-1]) if done else _first(intent, earlier)
+    if isinstance(step, str):
         return step
-    name, arguments = step.call
-    if available is not None and name not in available:
-        return Step(text=f"I can't do that here: the {name} tool is not available.")
-    repeated = any(c.name == name and c.arguments == arguments for c in convo.calls)
-    if repeated or len(convo.calls) >= MAX_CALLS_PER_TURN:
+    if step[0].name not in available:
+        return f"I can't do that here: the {step[0].name} tool is not available."
+    # A turn makes three calls at most (list, list by a word, write); a repeat would be a loop.
+    if any((c.name, c.arguments) == (step[0].name, step[1]) for c in calls):
         last = f" {_report(done[-1])}" if done else ""
-        return Step(text=f"I stopped here rather than repeat myself.{last}")
+        return f"I stopped here rather than repeat myself.{last}"
     return step
 
 
-def _first(intent: Intent, earlier_ids: list[int]) -> Step:
-    if intent.action == "add":
-        if not intent.text:
-            return Step(text="What should the task say? For example: add a task to buy milk.")
-        arguments: dict[str, Any] = {"title": intent.text}
-        if intent.description:
-            arguments["description"] = intent.description
-        return Step(call=("add_task", arguments))
-    if intent.action == "list":
-        return Step(call=("list_tasks", {"status": intent.status}))
-    if intent.action in ("complete", "rename", "delete"):
-        return _on_target(intent, earlier_ids)
-    if intent.action == "reopen":
-        return Step(text="I can't mark a task as not done. " + HELP)
-    if intent.action == "greet":
-        return Step(text="Hello! " + HELP)
-    if intent.action == "thanks":
-        return Step(text="You're welcome!")
-    return Step(text=HELP)
+def _first(intent: Intent, earlier: list[int]) -> Step:
+    verb, arguments, target = intent
+    if verb == "added" and not arguments["title"]:
+        return "What should the task say? For example: add a task to buy milk."
+    if verb in ("added", "listed"):
+        return _VERBS[verb], arguments
+    if verb not in _TARGETED:
+        return "You're welcome!" if verb == "thanks" else HELP
+    # Task ids fit in 63 bits: a longer number is no task's (and int() refuses 4,300 digits).
+    if (m := _ID.fullmatch(target)) and len(m[1].lstrip("0")) > 19:
+        return _NO_ID
+    it = _IT.fullmatch(target)
+    if m or (it and len(earlier) == 1):
+        return _VERBS[verb], {"task_id": int(m[1]) if m else earlier[0], **arguments}
+    if re.match(r"(?:all|every|everything|them all)\b", target, re.I):
+        return f"I can only {_TARGETED[verb]} one task at a time. Which one?"
+    if it or not words(target):
+        return 'Which task do you mean? Tell me its number, or say "show my tasks".'
+    return _VERBS["listed"], {"status": "all"}  # to find the named task's id
 
 
-def _on_target(intent: Intent, earlier_ids: list[int]) -> Step:
-    target = intent.target
-    if intent.action == "rename" and not intent.text:
-        return Step(text="What should the new title be? For example: rename task 3 to call mom.")
-    if target.impossible_id:
-        return Step(
-            text='I couldn\'t find that task: no task has that number. Say "show my tasks" to see them.'
-        )
-    if target.task_id is not None:
-        return Step(call=_action(intent, target.task_id))
-    if target.pronoun and len(earlier_ids) == 1:
-        return Step(call=_action(intent, earlier_ids[0]))
-    if re.match(r"^(?:all|every|everything|them all)\b", target.phrase):
-        return Step(text=f"I can only {intent.action} one task at a time. Which one?")
-    if target.pronoun or not words(target.phrase):
-        return Step(text='Which task do you mean? Tell me its number, or say "show my tasks".')
-    return Step(call=("list_tasks", {"status": "all"}))  # find the id of the named task
-
-
-def _action(intent: Intent, task_id: int) -> tuple[str, dict[str, Any]]:
-    if intent.action == "rename":
-        return "update_task", {"task_id": task_id, intent.field: intent.text}
-    return f"{intent.action}_task", {"task_id": task_id}
-
-
-def _after(intent: Intent, last: ToolCall) -> Step:
-    """A tool result came back: look up the named task, or report."""
-    result = last.result or {}
+def _after(intent: Intent, last: Call) -> Step:
+    """A tool result came back: look the named task up in it, or report."""
+    result, action = last.result or {}, ACTIONS[last.name]
     if "error" in result:
+        what = "your tasks" if action.read else "that task"
         error = str(result["error"]).rstrip(".")
-        return Step(text=f"Sorry, I couldn't {_FAILED.get(last.name, 'do that')}: {error}.")
-    naming = intent.action in ("complete", "rename", "delete") and intent.target.phrase
-    if last.name == "list_tasks" and naming and intent.target.task_id is None:
-        tasks = result.get("tasks")
-        listed = [t for t in tasks if isinstance(t, dict)] if isinstance(tasks, list) else []
-        count = result.get("count")
-        searched = "search" in last.arguments
-        cut_short = isinstance(count, int) and count > len(listed)
-        if cut_short and not searched and not match_tasks(listed, intent.target.phrase):
-            # Look again among the titles that hold the phrase's longest word.
-            search = max(words(intent.target.phrase), key=len)
-            return Step(call=("list_tasks", {"status": "all", "search": search}))
-        return _on_match(intent, listed, count if isinstance(count, int) else None, searched)
-    return Step(text=_report(last))
-
-
-def _on_match(
-    intent: Intent, tasks: list[dict[str, Any]], count: int | None = None, searched: bool = False
-) -> Step:
-    phrase = intent.target.phrase
-    matches = [t for t in match_tasks(tasks, phrase) if isinstance(t.get("id"), int)]
-    if intent.action == "complete":
+        return f"Sorry, I couldn't {last.name.split('_')[0]} {what}: {error}."
+    if not (action.read and intent.verb in _TARGETED):
+        return _report(last)
+    tasks, count = _listed(result)
+    searched = "search" in last.arguments
+    if count > len(tasks) and not searched and not matching(tasks, intent.target):  # look again
+        return action, {"status": "all", "search": max(words(intent.target), key=len)}
+    phrase = re.sub(r"^(?:the|my|an?) | (?:task|todo|item|one|entry)$", "", intent.target.lower())
+    matches = matching(tasks, intent.target)
+    if intent.verb == "completed":
         open_ = [t for t in matches if not t.get("completed")]
         if matches and not open_:
-            if len(matches) == 1:
-                return Step(
-                    text=f"'{matches[0]['title']}' (task {matches[0]['id']}) is already done."
-                )
-            return Step(text=f"Every task matching '{phrase}' is already done.")
+            done = " and ".join(f"'{t['title']}' (task {t['id']})" for t in matches)
+            return f"{done} {'is' if len(matches) == 1 else 'are'} already done."
         matches = open_
     if not matches:
-        found = f"\n{format_tasks(tasks, 'all', count)}" if tasks else " You have no tasks."
-        if searched:
-            found = ""  # the user has other tasks, too many to list here
-        return Step(text=f"I couldn't find a task matching '{phrase}'.{found}")
+        found = f"\n{format_tasks(tasks, count)}" if tasks else " You have no tasks."
+        return f"I couldn't find a task matching '{phrase}'.{'' if searched else found}"
     if len(matches) > 1:
-        options = "\n".join(f"- #{t['id']} {t['title']}" for t in matches)
-        example = f"{intent.action} task {matches[0]['id']}"
-        return Step(
-            text=f"Several tasks match '{phrase}'; which one do you mean?\n{options}\n"
-            f'Tell me its number, e.g. "{example}".'
-        )
-    return Step(call=_action(intent, matches[0]["id"]))
+        options = "".join(f"\n- #{t['id']} {t['title']}" for t in matches)
+        example = f'"{_TARGETED[intent.verb]} task {matches[0]["id"]}"'
+        ask = f"Several tasks match '{phrase}'; which one do you mean?"
+        return f"{ask}{options}\nTell me its number, e.g. {example}."
+    return _VERBS[intent.verb], {"task_id": matches[0]["id"], **intent.arguments}
 
 
-_FAILED = {
-    "add_task": "add that task",
-    "list_tasks": "list your tasks",
-    "complete_task": "complete that task",
-    "update_task": "update that task",
-    "delete_task": "delete that task",
-}
-
-
-def _report(call: ToolCall) -> str:
-    """The reply after a successful tool call."""
-    result = call.result or {}
+def _report(call: Call) -> str:
+    """The reply after a tool call that went well."""
+    result, action = call.result or {}, ACTIONS[call.name]
+    if action.read:
+        return format_tasks(*_listed(result), str(call.arguments.get("status", "all")))
     title, task_id = result.get("title", ""), result.get("task_id", "?")
-    if call.name == "add_task":
-        return f"Added '{title}' (task {task_id})."
-    if call.name == "complete_task":
+    if action.verb == "completed":
         return f"Marked '{title}' (task {task_id}) as done."
-    if call.name == "update_task" and "title" not in call.arguments:
-        return f"Updated the description of '{title}' (task {task_id})."
-    if call.name == "update_task":
+    if action.verb == "updated" and "title" in call.arguments:
         return f"Renamed task {task_id} to '{title}'."
-    if call.name == "delete_task":
-        return f"Deleted '{title}' (task {task_id})."
-    if call.name == "list_tasks":
-        tasks = result.get("tasks")
-        listed = [t for t in tasks if isinstance(t, dict)] if isinstance(tasks, list) else []
-        count = result.get("count")
-        return format_tasks(
-            listed,
-            str(call.arguments.get("status", "all")),
-            count if isinstance(count, int) else None,
-        )
-    return "Done."
+    if action.verb == "updated":
+        return f"Updated the description of '{title}' (task {task_id})."
+    return f"{action.verb.capitalize()} '{title}' (task {task_id})."
 
 
-def format_tasks(tasks: list[dict[str, Any]], status: str, count: int | None = None) -> str:
+def format_tasks(tasks: list[dict[str, Any]], count: int, status: str = "all") -> str:
     """The task list as text; `count` (all that match) when the list is only the first ones."""
+    which = "" if status == "all" else f"{status} "
     if not tasks:
-        return {
-            "completed": "You have no completed tasks.",
-            "pending": "You have no pending tasks.",
-        }.get(status, "You have no tasks.")
-    heading = {"completed": "Your completed tasks", "pending": "Your pending tasks"}
-    lines = [
-        f"- #{t.get('id')} {t.get('title')} — {'✓ done' if t.get('completed') else 'pending'}"
-        for t in tasks
-    ]
-    shown = f"{len(tasks)}"
-    more = ""
-    if count is not None and count > len(tasks):
-        shown = f"the first {len(tasks)} of {count}"
-        more = (
-            '\nTo find one, name it ("mark the milk task as done") or use its number, '
-            'or say "show my pending tasks".'
-        )
-    return f"{heading.get(status, 'Your tasks')} ({shown}):\n" + "\n".join(lines) + more
+        return f"You have no {which}tasks."
+    lines = "".join(
+        f"\n- #{t['id']} {t['title']} — {_STATE[bool(t.get('completed'))]}" for t in tasks
+    )
+    if count <= len(tasks):
+        return f"Your {which}tasks ({len(tasks)}):{lines}"
+    return (
+        f"Your {which}tasks (the first {len(tasks)} of {count}):{lines}\nTo find one, name it "
+        '("mark the milk task as done") or use its number, or say "show my pending tasks".'
+    )
 
 
-# --- speaking the Responses protocol ---------------------------------------------------------
+# --- speaking: one output item per response, as the SDK's stream events -----------------------
+
+
+def respond(
+    system_instructions: str | None, input: Any, model_settings: Any, tools: Any, *_: Any, **__: Any
+) -> tuple[Any, dict[str, int]]:
+    """This call's output item (a function call or the reply) and its usage (in word counts)."""
+    items = [{"role": "user", "content": input}] if isinstance(input, str) else input
+    items = [i if isinstance(i, Mapping) else i.model_dump(exclude_unset=True) for i in items]
+    step = decide(items, {str(getattr(tool, "name", "")) for tool in tools})
+    said = step if isinstance(step, str) else json.dumps(step[1], ensure_ascii=False)
+    seen = [f"{text_of(i.get('content'))} {i.get('arguments', i.get('output', ''))}" for i in items]
+    read_, wrote = (
+        len(_TOKENS.findall(t)) for t in (" ".join([system_instructions or "", *seen]), said)
+    )
+    usage = {"prompt_tokens": read_, "completion_tokens": wrote, "total_tokens": read_ + wrote}
+    if isinstance(step, str):
+        return events.message_item(step, f"msg_{uuid.uuid4().hex}"), usage
+    return events.call_item(f"call_{uuid.uuid4().hex}", step[0].name, said), usage
 
 
 class OfflineModel(Model):
@@ -257,219 +286,15 @@ class OfflineModel(Model):
 
     name = OFFLINE_MODEL_NAME
 
-    async def get_response(
-        self,
-        system_instructions: str | None,
-        input: str | list[TResponseInputItem],
-        model_settings: ModelSettings,
-        tools: list[Tool],
-        output_schema: AgentOutputSchemaBase | None,
-        handoffs: list[Handoff],
-        tracing: ModelTracing,
-        *,
-        previous_response_id: str | None,
-        conversation_id: str | None,
-        prompt: ResponsePromptParam | None,
-    ) -> ModelResponse:
-        response = build_response(system_instructions, input, tools)
-        usage = cast(ResponseUsage, response.usage)
-        return ModelResponse(
-            output=list(response.output),
-            usage=Usage(
-                requests=1,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                total_tokens=usage.total_tokens,
-            ),
-            response_id=response.id,
-        )
+    async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        item, usage = respond(*args, **kwargs)
+        return ModelResponse([item], events.usage_of(usage), f"resp_{uuid.uuid4().hex}")
 
-    async def stream_response(
-        self,
-        system_instructions: str | None,
-        input: str | list[TResponseInputItem],
-        model_settings: ModelSettings,
-        tools: list[Tool],
-        output_schema: AgentOutputSchemaBase | None,
-        handoffs: list[Handoff],
-        tracing: ModelTracing,
-        *,
-        previous_response_id: str | None,
-        conversation_id: str | None,
-        prompt: ResponsePromptParam | None,
-    ) -> AsyncIterator[TResponseStreamEvent]:
-        for event in stream_events(build_response(system_instructions, input, tools)):
-            yield event
-
-
-def _as_items(input: str | list[TResponseInputItem]) -> list[Mapping[str, Any]]:
-    if isinstance(input, str):
-        return [{"role": "user", "content": input}]
-    items: list[Mapping[str, Any]] = []
-    for item in cast(list[Any], input):
-        if isinstance(item, Mapping):
-            items.append(item)
-        elif hasattr(item, "model_dump"):
-            items.append(item.model_dump(exclude_unset=True))
-    return items
-
-
-def _count(text: str) -> int:
-    """A rough token count (words and punctuation), so usage logs show plausible numbers."""
-    return len(re.findall(r"\w+|[^\w\s]", text))
-
-
-def build_response(
-    system_instructions: str | None, input: str | list[TResponseInputItem], tools: list[Tool]
-) -> Response:
-    """The whole response for one model call: one output item, and word-count usage."""
-    items = _as_items(input)
-    step = plan(items, available={str(getattr(tool, "name", "")) for tool in tools})
-    output: TResponseOutputItem
-    if step.call is not None:
-        name, arguments = step.call
-        output = ResponseFunctionToolCall(
-            id=f"fc_{uuid.uuid4().hex}",
-            call_id=f"call_{uuid.uuid4().hex}",
-            type="function_call",
-            name=name,
-            arguments=json.dumps(arguments, ensure_ascii=False),
-            status="completed",
-        )
-        output_tokens = _count(name + output.arguments)
-    else:
-        output = ResponseOutputMessage(
-            id=f"msg_{uuid.uuid4().hex}",
-            type="message",
-            role="assistant",
-            status="completed",
-            content=[
-                ResponseOutputText(type="output_text", text=step.text, annotations=[], logprobs=[])
-            ],
-        )
-        output_tokens = _count(step.text)
-    seen = " ".join(
-        [system_instructions or ""]
-        + [
-            text_of(i.get("content")) + str(i.get("arguments", "")) + str(i.get("output", ""))
-            for i in items
-        ]
-    )
-    input_tokens = _count(seen)
-    return Response(
-        id=f"resp_{uuid.uuid4().hex}",
-        created_at=time.time(),
-        model=OFFLINE_MODEL_NAME,
-        object="response",
-        output=[output],
-        tool_choice="auto",
-        tools=[],
-        parallel_tool_calls=False,
-        status="completed",
-        usage=ResponseUsage(
-            input_tokens=input_tokens,
-            input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
-            output_tokens=output_tokens,
-            output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
-            total_tokens=input_tokens + output_tokens,
-        ),
-    )
-
-
-def stream_events(response: Response) -> Iterator[TResponseStreamEvent]:
-    """The events a Responses stream carries for `response` (see the module docstring)."""
-    seq = itertools.count()
-    started = response.model_copy(update={"output": [], "status": "in_progress", "usage": None})
-    yield ResponseCreatedEvent(type="response.created", response=started, sequence_number=next(seq))
-    yield ResponseInProgressEvent(
-        type="response.in_progress", response=started, sequence_number=next(seq)
-    )
-    for index, item in enumerate(response.output):
-        if isinstance(item, ResponseOutputMessage):
-            yield from _message_events(item, index, seq)
-        elif isinstance(item, ResponseFunctionToolCall):
-            yield from _call_events(item, index, seq)
-        yield ResponseOutputItemDoneEvent(
-            type="response.output_item.done",
-            item=item,
-            output_index=index,
-            sequence_number=next(seq),
-        )
-    yield ResponseCompletedEvent(
-        type="response.completed", response=response, sequence_number=next(seq)
-    )
-
-
-def _message_events(
-    item: ResponseOutputMessage, index: int, seq: Iterator[int]
-) -> Iterator[TResponseStreamEvent]:
-    yield ResponseOutputItemAddedEvent(
-        type="response.output_item.added",
-        item=item.model_copy(update={"content": [], "status": "in_progress"}),
-        output_index=index,
-        sequence_number=next(seq),
-    )
-    for part_index, part in enumerate(item.content):
-        if not isinstance(part, ResponseOutputText):
-            continue
-        yield ResponseContentPartAddedEvent(
-            type="response.content_part.added",
-            item_id=item.id,
-            output_index=index,
-            content_index=part_index,
-            part=part.model_copy(update={"text": ""}),
-            sequence_number=next(seq),
-        )
-        for chunk in re.findall(r"\S+\s*|\s+", part.text):
-            yield ResponseTextDeltaEvent(
-                type="response.output_text.delta",
-                item_id=item.id,
-                output_index=index,
-                content_index=part_index,
-                delta=chunk,
-                logprobs=[],
-                sequence_number=next(seq),
-            )
-        yield ResponseTextDoneEvent(
-            type="response.output_text.done",
-            item_id=item.id,
-            output_index=index,
-            content_index=part_index,
-            text=part.text,
-            logprobs=[],
-            sequence_number=next(seq),
-        )
-        yield ResponseContentPartDoneEvent(
-            type="response.content_part.done",
-            item_id=item.id,
-            output_index=index,
-            content_index=part_index,
-            part=part,
-            sequence_number=next(seq),
-        )
-
-
-def _call_events(
-    item: ResponseFunctionToolCall, index: int, seq: Iterator[int]
-) -> Iterator[TResponseStreamEvent]:
-    yield ResponseOutputItemAddedEvent(
-        type="response.output_item.added",
-        item=item.model_copy(update={"arguments": "", "status": "in_progress"}),
-        output_index=index,
-        sequence_number=next(seq),
-    )
-    item_id = item.id or item.call_id
-    yield ResponseFunctionCallArgumentsDeltaEvent(
-        type="response.function_call_arguments.delta",
-        item_id=item_id,
-        output_index=index,
-        delta=item.arguments,
-        sequence_number=next(seq),
-    )
-    yield ResponseFunctionCallArgumentsDoneEvent(
-        type="response.function_call_arguments.done",
-        item_id=item_id,
-        output_index=index,
-        arguments=item.arguments,
-        sequence_number=next(seq),
-    )
+    async def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Event]:
+        item, usage = respond(*args, **kwargs)
+        seq = itertools.count()
+        if item.type == "message":  # the SDK reads the item's start, its text deltas, the end
+            yield events.message_started(item.id, next(seq))
+            for chunk in re.findall(r"\S+\s*|\s+", item.content[0].text):
+                yield events.text_delta(item.id, chunk, next(seq))
+        yield events.completed(OFFLINE_MODEL_NAME, [item], usage, next(seq))
