@@ -25,28 +25,25 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import orjson
-from agents import FunctionTool, Model, ModelResponse, ModelSettings, Usage
+from agents import FunctionTool, Model, ModelResponse, ModelSettings
 from agents.items import TResponseStreamEvent
-from openai.types.responses import (
-    Response,
-    ResponseCompletedEvent,
-    ResponseFunctionToolCall,
-    ResponseOutputItemAddedEvent,
-    ResponseOutputMessage,
-    ResponseOutputText,
-    ResponseUsage,
-)
-from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
+from backend.agent.events import (
+    call_item,
+    completed,
+    ids,
+    message_item,
+    message_started,
+    text_delta,
+    usage_of,
+)
 from backend.agent.items import text_of
 
-_ids = itertools.count(1)
 _RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
 
 
@@ -112,93 +109,6 @@ def _settings_body(settings: ModelSettings) -> dict[str, Any]:
         body.update(settings.extra_body)
     body.update(settings.extra_args or {})
     return body
-
-
-class TextDelta:
-    """A `response.output_text.delta` event, built cheaply: one per streamed chunk, and the
-    OpenAI models' `construct` cost more than the rest of the chunk's handling. The Agents SDK
-    only forwards these (as raw stream events); it reads the same attributes as the model's."""
-
-    __slots__ = ("delta", "item_id", "sequence_number")
-    type = "response.output_text.delta"
-    output_index = 0
-    content_index = 0
-    logprobs: tuple[()] = ()
-
-    def __init__(self, item_id: str, delta: str, sequence_number: int) -> None:
-        self.item_id = item_id
-        self.delta = delta
-        self.sequence_number = sequence_number
-
-
-# --- the stream events the SDK reads, built here for this model and the offline one -----------
-
-
-def message_item(text: str, item_id: str) -> ResponseOutputMessage:
-    """The assistant's text as an output item."""
-    return ResponseOutputMessage.model_construct(
-        id=item_id,
-        type="message",
-        role="assistant",
-        status="completed",
-        content=[
-            ResponseOutputText.model_construct(
-                type="output_text", text=text, annotations=[], logprobs=[]
-            )
-        ],
-    )
-
-
-def text_delta(item_id: str, delta: str, sequence_number: int) -> TResponseStreamEvent:
-    return cast(Any, TextDelta(item_id, delta, sequence_number))
-
-
-def call_item(
-    call_id: str, name: str, arguments: str, signature: str | None = None
-) -> ResponseFunctionToolCall:
-    """A function call as an output item (a Gemini thought signature in its provider data)."""
-    fields: dict[str, Any] = {
-        "id": "__fake_id__",
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-        "type": "function_call",
-    }
-    if signature:
-        fields["provider_data"] = {"thought_signature": signature}
-    return ResponseFunctionToolCall(**fields)
-
-
-def message_started(item_id: str, sequence_number: int) -> TResponseStreamEvent:
-    """`response.output_item.added` for the message about to stream its text deltas."""
-    return ResponseOutputItemAddedEvent.model_construct(
-        type="response.output_item.added",
-        item=message_item("", item_id),
-        output_index=0,
-        sequence_number=sequence_number,
-    )
-
-
-def completed(
-    model: str, output: list[Any], usage: dict[str, Any], sequence_number: int
-) -> TResponseStreamEvent:
-    """`response.completed`: the whole response; `usage` in Chat Completions' keys."""
-    return ResponseCompletedEvent.model_construct(
-        type="response.completed",
-        response=Response.model_construct(
-            id=f"resp_{next(_ids)}",
-            created_at=time.time(),
-            model=model,
-            object="response",
-            output=output,
-            status="completed",
-            usage=_response_usage(usage),
-            tool_choice="auto",
-            tools=[],
-            parallel_tool_calls=True,
-        ),
-        sequence_number=sequence_number,
-    )
 
 
 class _Call:
@@ -327,7 +237,7 @@ class ChatCompletionsModel(Model):
         ]
         usage = data.get("usage") or {}
         return ModelResponse(
-            output=self._output(message.get("content") or "", calls, f"msg_{next(_ids)}"),
+            output=self._output(message.get("content") or "", calls, f"msg_{next(ids)}"),
             usage=usage_of(usage),
             response_id=None,
         )
@@ -345,7 +255,7 @@ class ChatCompletionsModel(Model):
     ) -> AsyncIterator[TResponseStreamEvent]:
         payload = self._body(system_instructions, input, model_settings, tools, stream=True)
         response = await self._open(payload)
-        message_id = f"msg_{next(_ids)}"
+        message_id = f"msg_{next(ids)}"
         seq = itertools.count()
         text: list[str] = []
         calls: dict[int, _Call] = {}
@@ -417,7 +327,7 @@ class ChatCompletionsModel(Model):
             output.append(message_item(content, message_id))
         for call in calls:
             function = call.get("function") or {}
-            call_id = str(call.get("id") or f"call_{next(_ids)}")
+            call_id = str(call.get("id") or f"call_{next(ids)}")
             if self.gemini and "__thought__" in call_id:
                 call_id = call_id.split("__thought__")[0]
             arguments = function.get("arguments") or "{}"
@@ -431,25 +341,3 @@ class ChatCompletionsModel(Model):
 def _error_status(error: Any) -> int:
     code = error.get("code") if isinstance(error, dict) else None
     return code if isinstance(code, int) and 400 <= code < 600 else 502
-
-
-def usage_of(usage: dict[str, Any]) -> Usage:
-    """The SDK's usage for one request, from Chat Completions' usage keys."""
-    return Usage(
-        requests=1,
-        input_tokens=usage.get("prompt_tokens") or 0,
-        output_tokens=usage.get("completion_tokens") or 0,
-        total_tokens=usage.get("total_tokens") or 0,
-    )
-
-
-def _response_usage(usage: dict[str, Any]) -> ResponseUsage:
-    prompt = usage.get("prompt_tokens") or 0
-    completion = usage.get("completion_tokens") or 0
-    return ResponseUsage.model_construct(
-        input_tokens=prompt,
-        input_tokens_details=InputTokensDetails.model_construct(cached_tokens=0),
-        output_tokens=completion,
-        output_tokens_details=OutputTokensDetails.model_construct(reasoning_tokens=0),
-        total_tokens=usage.get("total_tokens") or prompt + completion,
-    )

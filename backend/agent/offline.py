@@ -1,7 +1,7 @@
 """The built-in offline model, which the agent runs on when no LLM key is configured: a few rules
 (its help says it is no AI model) behind the SDK's `Model` interface, stateless, with one tool call
 per response at most and never the same one twice a turn. It reads the user's message with the one
-`PHRASES` table; actions and verbs come from the registry, stream events from `chat_model`.
+`PHRASES` table; actions and verbs come from the registry, stream events from `events` (shared with the model client).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from agents import Model, ModelResponse
 from agents.items import TResponseStreamEvent as Event
 
-from backend.agent import chat_model as events
+from backend.agent import events
 from backend.agent.items import text_of
 from backend.core.config import OFFLINE_MODEL_NAME
 from backend.tasks.registry import ACTIONS, Action

@@ -10,7 +10,8 @@ import pytest
 from agents import ModelSettings
 from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage
 
-from backend.agent.chat_model import ChatCompletionsModel, _error_status, _usage, to_messages
+from backend.agent.chat_model import ChatCompletionsModel, _error_status, to_messages
+from backend.agent.events import usage_of
 
 
 def call(
@@ -207,7 +208,7 @@ def test_a_gemini_call_keeps_its_signature_and_loses_the_thought_suffix() -> Non
 
 
 def test_usage_is_read_from_the_answer() -> None:
-    usage = _usage({"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150})
+    usage = usage_of({"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150})
     assert (usage.requests, usage.input_tokens, usage.output_tokens, usage.total_tokens) == (
         1,
         120,
@@ -218,7 +219,7 @@ def test_usage_is_read_from_the_answer() -> None:
 
 @pytest.mark.parametrize("given", [{}, {"prompt_tokens": None, "completion_tokens": None}])
 def test_missing_usage_counts_as_zero(given: dict[str, Any]) -> None:
-    usage = _usage(given)
+    usage = usage_of(given)
     assert (usage.requests, usage.input_tokens, usage.output_tokens, usage.total_tokens) == (
         1,
         0,
