@@ -62,6 +62,10 @@ RATE_LIMIT_REFUSALS = Counter(
     f"{_PREFIX}_rate_limit_refusals",
     "Chat turns refused by the per-user rate limit (answered 429)",
 )
+RATE_LIMIT_FALLBACKS = Counter(
+    f"{_PREFIX}_rate_limit_fallbacks",
+    "Rate-limit checks answered by PostgreSQL because Redis (REDIS_URL) was unavailable",
+)
 POOL_IN_USE = Gauge(
     f"{_PREFIX}_db_pool_connections_in_use",
     "Database connections checked out of the pool",
@@ -132,6 +136,10 @@ def tool_call(tool: str, result: dict[str, Any]) -> None:
 
 def rate_limit_refused() -> None:
     RATE_LIMIT_REFUSALS.inc()
+
+
+def rate_limit_fallback() -> None:
+    RATE_LIMIT_FALLBACKS.inc()
 
 
 def watch_pool(engine: AsyncEngine) -> None:

@@ -10,6 +10,13 @@ A chat turn's key also names the turn (`turn_id`). When a key's request died wit
 it (a crash, the database gone at the end), a repeat after the claim lapses asks `recorded`
 what that turn left in its conversation: if its tools committed anything, that record is the
 answer (the tools never run twice); only a turn that left nothing is run again.
+
+Waits are honest. A 409 carries `Retry-After` = the seconds until the first request's claim
+lapses, read from its stored expiry. A release that failed (the database gone just when a
+request gave up) is remembered and retried by this process's next `begin`, as soon as the
+database answers again, so a key whose request never ran is not held until its claim lapses. A
+claim is released only by its own request (its `locked_until` is its identity), never after
+another request has taken the key over.
 """
 
 from __future__ import annotations
@@ -20,19 +27,21 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Uuid, bindparam, text
+from sqlalchemy import DateTime, Uuid, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from backend.core.errors import Conflict, InvalidInput
 
 HEADER = "Idempotency-Key"
 _VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 POLL_SECONDS = 0.1
+MAX_DEFERRED_RELEASES = 10_000
+"""Failed releases remembered for a retry; beyond this many, the rest lapse on their own."""
 
 _CLAIM = text(
     """
@@ -44,7 +53,7 @@ _CLAIM = text(
            turn_id = EXCLUDED.turn_id
      WHERE k.expires_at < now()
         OR (k.status_code IS NULL AND k.locked_until < now() AND k.turn_id IS NOT DISTINCT FROM :lapsed)
-    RETURNING 1
+    RETURNING locked_until
     """
 ).bindparams(bindparam("turn", type_=Uuid), bindparam("lapsed", type_=Uuid))
 _READ = text(
@@ -61,17 +70,27 @@ _COMPLETE = text(
     """
 ).bindparams(bindparam("response", type_=JSONB))
 _RELEASE = text(
-    "DELETE FROM idempotency_keys WHERE user_id = :uid AND key = :key AND request_hash = :hash AND status_code IS NULL"
-)
+    """
+    DELETE FROM idempotency_keys
+     WHERE user_id = :uid AND key = :key AND request_hash = :hash AND status_code IS NULL
+       AND locked_until = coalesce(:until, locked_until)
+    """
+).bindparams(bindparam("until", type_=DateTime(timezone=True)))
 _PURGE = text("DELETE FROM idempotency_keys WHERE expires_at < now() - interval '1 hour'")
 
 
 class KeyInFlight(Conflict):
     code = "idempotency_key_in_use"
-    detail = "A request with this Idempotency-Key is still running; retry shortly"
+    detail = "The first request with this Idempotency-Key has not finished; retry shortly"
 
     def __init__(self, retry_after: int = 1) -> None:
-        super().__init__(retry_after=retry_after)
+        """`retry_after`: seconds until the first request's claim lapses."""
+        retry_after = max(1, retry_after)
+        super().__init__(
+            "The first request with this Idempotency-Key has not finished; "
+            f"retry in {retry_after} s",
+            retry_after=retry_after,
+        )
 
 
 Recorded = Callable[[str, uuid.UUID], Awaitable[Any | None]]
@@ -93,6 +112,10 @@ class IdempotencyClaim:
     key: str
     request_hash: bytes
     turn_id: uuid.UUID | None = None
+    locked_until: datetime | None = None
+    """The claim's stored expiry: which claim this is (a takeover stores a new one)."""
+    lapses_at: float = 0.0
+    """When the claim lapses, on this process's event-loop clock."""
 
     async def complete(self, status_code: int, body: Any) -> None:
         async with self.store.engine.connect() as conn:
@@ -108,10 +131,20 @@ class IdempotencyClaim:
             )
 
     async def release(self) -> None:
-        async with self.store.engine.connect() as conn:
-            await conn.execute(
-                _RELEASE, {"uid": self.user_id, "key": self.key, "hash": self.request_hash}
-            )
+        """Let a repeat run afresh; if the database is gone, the store retries it later."""
+        params = {
+            "uid": self.user_id,
+            "key": self.key,
+            "hash": self.request_hash,
+            "until": self.locked_until,
+        }
+        try:
+            async with self.store.engine.connect() as conn:
+                await conn.execute(_RELEASE, params)
+        except Exception:
+            if self.locked_until is not None:
+                self.store.defer_release(params, self.lapses_at)
+            raise
 
 
 def request_hash(method: str, path: str, body: Any) -> bytes:
@@ -131,6 +164,26 @@ class IdempotencyStore:
         self.ttl = timedelta(seconds=ttl_seconds)
         self.lock_seconds = lock_seconds
         self.recorded = recorded
+        self._deferred: dict[tuple[str, str], tuple[dict[str, Any], float]] = {}
+        """Releases that failed: (user, key) -> (the release's parameters, when it lapses)."""
+
+    def defer_release(self, params: dict[str, Any], lapses_at: float) -> None:
+        """Retry a failed release at the next `begin` (until the claim lapses on its own)."""
+        if len(self._deferred) < MAX_DEFERRED_RELEASES:
+            self._deferred[(params["uid"], params["key"])] = (params, lapses_at)
+
+    async def _release_deferred(self, conn: AsyncConnection) -> None:
+        """Run the failed releases on `conn`; on failure keep them (the claim fails too)."""
+        now = asyncio.get_running_loop().time()
+        pending = [(p, t) for p, t in self._deferred.values() if t > now]
+        self._deferred.clear()
+        for done, (params, _) in enumerate(pending):
+            try:
+                await conn.execute(_RELEASE, params)
+            except BaseException:
+                for p, t in pending[done:]:
+                    self._deferred.setdefault((p["uid"], p["key"]), (p, t))
+                raise
 
     async def begin(
         self,
@@ -161,8 +214,19 @@ class IdempotencyStore:
         deadline = loop.time() + self.lock_seconds
         while True:
             async with self.engine.connect() as conn:
-                if (await conn.execute(_CLAIM, params)).first() is not None:
-                    return IdempotencyClaim(self, user_id, key, fingerprint, turn_id)
+                if self._deferred:
+                    await self._release_deferred(conn)
+                claimed = (await conn.execute(_CLAIM, params)).first()
+                if claimed is not None:
+                    return IdempotencyClaim(
+                        self,
+                        user_id,
+                        key,
+                        fingerprint,
+                        turn_id,
+                        locked_until=claimed.locked_until,
+                        lapses_at=loop.time() + self.lock_seconds,
+                    )
                 row = (await conn.execute(_READ, params)).first()
             if row is None:
                 continue  # released between our two statements: claim again
@@ -177,7 +241,7 @@ class IdempotencyStore:
                 params["lapsed"] = row.turn_id  # it left nothing: take the key over
                 continue
             if not wait or loop.time() >= deadline:
-                raise KeyInFlight(int(min(row.remaining or 1, 5)))
+                raise KeyInFlight(int(row.remaining or 1))  # when its claim lapses
             await asyncio.sleep(POLL_SECONDS)
 
     async def _recorded(

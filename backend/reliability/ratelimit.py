@@ -10,12 +10,27 @@ ahead of now, and a refused request changes nothing (Retry-After says when the n
 The TAT lives in PostgreSQL (one row per user and budget, one statement per check) or in Redis
 when REDIS_URL is set (one Lua script per check), so every replica shares it. Time comes from the
 database (or Redis) clock, not the replica's. Both backends run the same arithmetic.
+
+Redis is an accelerator, never a dependency: when it is unreachable, hung or answers with an
+error, checks fall back to the PostgreSQL limiter (`FallbackRateLimiter`). Each Redis call is
+bounded (REDIS_TIMEOUT_SECONDS per socket operation, REDIS_CALL_SECONDS in all) and a stale
+pooled connection (Redis restarted) is retried once on a fresh one. After a failure a small
+circuit breaker (`RedisCircuit`) keeps requests off Redis and lets one probe through every
+PROBE_SECONDS; one warning is logged when Redis goes and one when it is back, and
+`task_assistant_rate_limit_fallbacks` counts the checks PostgreSQL answered instead.
+
+Why fall back rather than fail open or closed: failing closed (503) would let a cache take the
+service down; failing open would switch abuse protection off exactly while something is already
+wrong. PostgreSQL is needed to answer any request anyway, so falling back to it adds no new way
+to fail. Its TAT is a separate copy, so across a switch a user may get at most one extra burst.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,6 +43,13 @@ from backend.core.errors import RateLimited
 from backend.observability import metrics
 
 log = logging.getLogger(__name__)
+
+REDIS_TIMEOUT_SECONDS = 0.3
+"""Connect and socket timeout of one Redis operation."""
+REDIS_CALL_SECONDS = 0.6
+"""The most one rate-limit check waits for Redis (its one retry included)."""
+PROBE_SECONDS = 1.0
+"""While Redis is down, at most one request per this many seconds tries it again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +165,90 @@ class RedisRateLimiter:
             raise self.budget.refuse(float(wait))
 
 
+class RedisCircuit:
+    """Whether Redis is worth asking: yes while it answers; after a failure, one probe a second.
+
+    Transitions are logged once each (down, back); requests never wait for a probe they do not
+    make. Single-threaded asyncio: no lock needed between the check and the update.
+    """
+
+    def __init__(
+        self, client: Any, errors: tuple[type[BaseException], ...], probe_seconds: float
+    ) -> None:
+        self.client = client
+        self.errors = errors
+        """What counts as "Redis failed": its own errors, OS errors, timeouts."""
+        self.probe_seconds = probe_seconds
+        self.up = True
+        self._probe_at = 0.0
+
+    def allows(self) -> bool:
+        """True when this caller should ask Redis; while it is down, one caller per interval."""
+        if self.up:
+            return True
+        now = time.monotonic()
+        if now < self._probe_at:
+            return False
+        self._probe_at = now + self.probe_seconds  # this caller probes, the others fall back
+        return True
+
+    def failed(self, exc: BaseException) -> None:
+        self._probe_at = time.monotonic() + self.probe_seconds
+        if self.up:
+            self.up = False
+            log.warning(
+                "Redis unavailable (%s); rate limits fall back to PostgreSQL, "
+                "retrying Redis every %g s",
+                f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+                self.probe_seconds,
+            )
+
+    def succeeded(self) -> None:
+        if not self.up:
+            self.up = True
+            log.warning("Redis is back; rate limits use Redis again")
+
+    async def status(self) -> str:
+        """`ok` or `unavailable`, for readiness: a PING, unless the breaker says not yet."""
+        if not self.allows():
+            return "unavailable"
+        try:
+            async with asyncio.timeout(REDIS_CALL_SECONDS):
+                await self.client.ping()
+        except self.errors as exc:
+            self.failed(exc)
+            return "unavailable"
+        self.succeeded()
+        return "ok"
+
+
+class FallbackRateLimiter:
+    """The Redis limiter while Redis answers; the PostgreSQL one (same budget) when it does not."""
+
+    def __init__(
+        self, redis: RedisRateLimiter, postgres: PostgresRateLimiter, circuit: RedisCircuit
+    ) -> None:
+        self.redis = redis
+        self.postgres = postgres
+        self.circuit = circuit
+
+    async def hit(self, user_id: str) -> None:
+        if self.circuit.allows():
+            try:
+                async with asyncio.timeout(REDIS_CALL_SECONDS):
+                    await self.redis.hit(user_id)
+            except RateLimited:
+                self.circuit.succeeded()
+                raise
+            except self.circuit.errors as exc:
+                self.circuit.failed(exc)
+            else:
+                self.circuit.succeeded()
+                return
+        metrics.rate_limit_fallback()
+        await self.postgres.hit(user_id)
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimits:
     """The three budgets every replica enforces per user."""
@@ -153,6 +259,8 @@ class RateLimits:
     """REST task writes and MCP tool calls: WRITE_RATE_LIMIT_REQUESTS per minute."""
     read: RateLimiter
     """GET endpoints: READ_RATE_LIMIT_REQUESTS per minute."""
+    redis: RedisCircuit | None = None
+    """Redis's state when REDIS_URL is set (readiness reports it)."""
 
 
 def budgets(settings: Settings) -> tuple[Budget, Budget, Budget]:
@@ -168,23 +276,36 @@ def budgets(settings: Settings) -> tuple[Budget, Budget, Budget]:
 async def build_rate_limits(
     settings: Settings, engine: AsyncEngine, stack: AsyncExitStack
 ) -> RateLimits:
-    """PostgreSQL-backed limits, or Redis-backed ones when REDIS_URL is set; limit 0: unlimited."""
-    redis_client: Any = None
+    """PostgreSQL-backed limits, or Redis-backed ones (PostgreSQL as fallback) when REDIS_URL is
+    set; limit 0: unlimited."""
+    circuit: RedisCircuit | None = None
     if settings.redis_url:
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import RedisError
 
-        redis_client = redis.from_url(
-            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+        client = redis.from_url(
+            settings.redis_url,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            # A connection Redis dropped (it restarted) fails once, then the command goes
+            # through a fresh one; idle connections are PINGed before reuse.
+            retry=Retry(NoBackoff(), retries=1),
+            retry_on_error=[ConnectionResetError, BrokenPipeError],
+            health_check_interval=15,
         )
-        stack.push_async_callback(redis_client.aclose)
-        log.info("rate limits kept in Redis")
+        stack.push_async_callback(client.aclose)
+        circuit = RedisCircuit(client, (RedisError, OSError), PROBE_SECONDS)
+        log.info("rate limits kept in Redis (PostgreSQL while Redis is unavailable)")
 
     def limiter(budget: Budget) -> RateLimiter:
         if budget.limit <= 0:
             return NoRateLimit()
-        if redis_client is not None:
-            return RedisRateLimiter(redis_client, budget)
-        return PostgresRateLimiter(engine, budget)
+        postgres = PostgresRateLimiter(engine, budget)
+        if circuit is None:
+            return postgres
+        return FallbackRateLimiter(RedisRateLimiter(circuit.client, budget), postgres, circuit)
 
     chat, write, read = budgets(settings)
-    return RateLimits(chat=limiter(chat), write=limiter(write), read=limiter(read))
+    return RateLimits(chat=limiter(chat), write=limiter(write), read=limiter(read), redis=circuit)

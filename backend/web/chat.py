@@ -74,7 +74,7 @@ async def chat(body: ChatRequest, user: RateLimitedUser, request: Request, runti
             return replay_response(claim)
         done = {"type": "done", **claim.body}
         events = [{"type": "conversation", "conversation_id": claim.body["conversation_id"]}, done]
-        return _stream(_replayed(events))
+        return _stream(_replayed(events), headers={"Idempotent-Replayed": "true"})
     turn_ = await turn.begin(
         runtime, turn.TurnRequest(user, body.message, body.conversation_id, key=claim)
     )
@@ -95,11 +95,13 @@ async def _replayed(events: list[dict[str, Any]]) -> AsyncIterator[list[dict[str
     yield events
 
 
-def _stream(batches: AsyncIterator[list[dict[str, Any]]]) -> StreamingResponse:
+def _stream(
+    batches: AsyncIterator[list[dict[str, Any]]], headers: dict[str, str] | None = None
+) -> StreamingResponse:
     return StreamingResponse(
         _sse(batches),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
     )
 
 

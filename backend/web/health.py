@@ -19,11 +19,13 @@ READY_TIMEOUT_SECONDS = 2.0
 
 class Readiness(BaseModel):
     status: str
-    """`ok` or `unavailable`."""
+    """`ok`, `degraded` (working without an optional dependency) or `unavailable`."""
     model: str
     """The model the agent uses (`offline-rules` for the built-in offline model)."""
     database: str
     """`ok`, `timeout` or `unreachable`."""
+    redis: str | None = None
+    """With REDIS_URL: `ok`, or `unavailable` (rate limits then run on PostgreSQL: degraded)."""
     reason: str | None = None
     """Why the service is not ready (only when it is not)."""
 
@@ -35,7 +37,7 @@ async def health() -> dict[str, str]:
 
 @router.get(
     "/health/ready",
-    summary="Readiness: the database answers within 2 s",
+    summary="Readiness: the database answers within 2 s (Redis is reported, not required)",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Not ready: `reason` says why"}},
 )
@@ -58,4 +60,11 @@ async def ready(state: StateDep) -> FastJSONResponse:
         )
         return FastJSONResponse(body, status_code=503)
     body["status"] = "ok"
+    redis = state.rate_limits.redis
+    if redis is not None:
+        # Redis only speeds rate limits up: without it they run on PostgreSQL and the service
+        # works, so it is named here (status `degraded`) but keeps the replica in rotation.
+        body["redis"] = await redis.status()
+        if body["redis"] != "ok":
+            body["status"] = "degraded"
     return FastJSONResponse(body)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -78,3 +79,10 @@ async def serving(app: FastAPI, **config: Any) -> AsyncIterator[str]:
         await task
         sock.close()
         LIVE_STATES.pop(app, None)
+
+
+def free_port() -> int:
+    """A 127.0.0.1 port nothing listens on (now): for a server to start on, or to refuse."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
 import httpx
 
 from backend.main import create_app
-from tests.support.app import make_settings, running_app
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.app import free_port, make_settings, running_app
 
 
 async def test_database_down(data_dir: Path, alice: dict[str, str]) -> None:
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{_closed_port()}/nothing"
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing"
     app = create_app(make_settings(url, data_dir, database_connect_timeout=2))
     async with running_app(app) as client:
         started = time.monotonic()

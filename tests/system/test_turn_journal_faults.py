@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from backend.main import create_app
 from bench.env import isolated_env
 from tests.support import ROOT
-from tests.support.app import make_settings, running_app
+from tests.support.app import free_port, make_settings, running_app
 from tests.support.clients import add_message, stream, user_input
 from tests.support.journal import (
     ADD_MILK,
@@ -98,12 +97,6 @@ async def test_first_request_after_the_pool_died_succeeds(
         assert r.status_code == 201
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "backend.main:app", "--port", str(port)],
@@ -141,7 +134,7 @@ async def test_server_killed_after_a_tool(
 
     headers = {"Authorization": f"Bearer {mint_token(load_or_create_dev_key(tmp_path), 'kim')}"}
     key = {**headers, "Idempotency-Key": "k-5"}
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = await asyncio.to_thread(_serve, env, port)
     try:
