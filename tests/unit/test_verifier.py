@@ -5,6 +5,8 @@ with a shared secret."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import time
 from pathlib import Path
 from typing import Any
@@ -373,3 +375,49 @@ async def test_with_no_key_set_and_no_secret_every_token_is_refused(key: Ed25519
 )
 def test_valid_user_id(sub: str, valid: bool) -> None:
     assert valid_user_id(sub) is valid
+
+
+def hs256_by_hand(payload: str) -> str:
+    """An HS256 token whose payload is exactly this text (JSON that PyJWT will not write)."""
+    signing_input = _b64(b'{"alg":"HS256","typ":"JWT"}') + "." + _b64(payload.encode())
+    digest = hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + _b64(digest)
+
+
+async def test_a_hand_signed_token_is_accepted_when_its_claims_are_sound(
+    hs_verifier: TokenVerifier,
+) -> None:
+    now = int(time.time())
+    payload = f'{{"sub":"bob","iat":{now},"exp":{now + 60},"iss":"{ISS}","aud":"{AUD}"}}'
+    assert (await hs_verifier.verify(hs256_by_hand(payload))).id == "bob"
+
+
+@pytest.mark.parametrize(
+    "claims_text",
+    [
+        '"exp":Infinity',
+        '"exp":NaN',
+        '"exp":1e400',
+        '"iat":Infinity',
+        '"iat":-1e400',
+        '"nbf":-Infinity',
+        '"nbf":NaN',
+    ],
+)
+async def test_time_claims_that_are_not_finite_numbers(
+    hs_verifier: TokenVerifier, claims_text: str
+) -> None:
+    now = int(time.time())
+    base = {"iat": str(now), "exp": str(now + 60)}
+    name = claims_text.split(":")[0].strip('"')
+    base.pop(name, None)
+    fields = [f'"{k}":{v}' for k, v in base.items()] + [claims_text]
+    payload = f'{{"sub":"bob","iss":"{ISS}","aud":"{AUD}",{",".join(fields)}}}'
+    assert await refused(hs_verifier, hs256_by_hand(payload)) == "Invalid token"
+
+
+@pytest.mark.parametrize("payload", ["[1,2]", '"alice"', "null", "{not json"])
+async def test_a_payload_that_is_not_a_claims_object(
+    hs_verifier: TokenVerifier, payload: str
+) -> None:
+    assert await refused(hs_verifier, hs256_by_hand(payload)) == "Invalid token"
