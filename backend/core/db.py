@@ -135,15 +135,12 @@ def apply_statement_timeout_per_transaction(engine: AsyncEngine, timeout_ms: int
     def _set_local_timeout(conn: Any) -> None:
         if not per_transaction:
             return
-        dbapi_connection = conn.connection.dbapi_connection
-        if dbapi_connection.autocommit:
+        if conn.connection.dbapi_connection.autocommit:
             return
-        # On the DBAPI connection: psycopg sends BEGIN first, so this opens the transaction.
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(statement)
-        finally:
-            cursor.close()
+        # SQLAlchemy does not autobegin again inside `begin`; psycopg sends BEGIN first, so this
+        # is the transaction's first statement. Through the Connection, a failure is wrapped
+        # (and a dead connection invalidated) like any statement's.
+        conn.exec_driver_sql(statement)
 
 
 def _quote_ident(name: str) -> str:
