@@ -183,7 +183,8 @@ def log_connection_failures(engine: AsyncEngine, every_seconds: float = 60.0) ->
             return
         reason = describe_db_error(context.original_exception, password)
         now = time.monotonic()
-        if now - last.get(reason, -every_seconds) < every_seconds:
+        logged = last.get(reason)
+        if logged is not None and now - logged < every_seconds:
             return
         if len(last) > 100:
             last.clear()
