@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     database_connect_timeout: float = Field(default=3.0, gt=0)
     """Seconds to wait for a new connection or a free pool slot before answering 503."""
     database_statement_timeout_ms: int = Field(default=10_000, ge=0)
+    """Statements running longer are cancelled by PostgreSQL (0: no limit). Behind a transaction
+    pooler, see DATABASE_POOLER for where it is applied."""
+    database_pooler: Literal["none", "transaction"] = "none"
+    """What sits between the service and PostgreSQL. `none`: nothing (a direct connection; the
+    statement timeout is a startup option). `transaction`: PgBouncer in transaction mode (any
+    version, Debian's 1.18 included) or another transaction pooler: no startup options, no
+    server-side prepared statements, the timeout set per transaction (`SET LOCAL`); single
+    statements get the role's default (README, "Behind a connection pooler")."""
     database_ping_idle_seconds: float = Field(default=1.0, ge=0)
     """A pooled connection idle longer than this is checked before use (a dead one is replaced)."""
     migrate_on_start: bool | None = None
@@ -166,7 +174,7 @@ class Settings(BaseSettings):
             raise ValueError("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return value
 
-    @field_validator("log_format", mode="before")
+    @field_validator("log_format", "database_pooler", mode="before")
     @classmethod
     def _format(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

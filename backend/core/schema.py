@@ -17,6 +17,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.core.db import describe_db_error
+
 log = logging.getLogger(__name__)
 
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
@@ -69,7 +71,10 @@ async def check_schema(engine: AsyncEngine, url: str, *, migrate_on_start: bool)
     try:
         current = await database_revision(engine)
     except (OperationalError, InterfaceError, PoolTimeoutError, OSError) as exc:
-        log.warning("schema revision not checked: database unreachable (%s)", type(exc).__name__)
+        log.warning(
+            "schema revision not checked: database unreachable (%s)",
+            describe_db_error(exc, engine.url.password),
+        )
         return
     if current == head:
         log.info("database schema at revision %s (head)", current)

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlalchemy import text
 
+from backend.core.db import describe_db_error
 from backend.web.deps import StateDep
 from backend.web.responses import FastJSONResponse
 
@@ -53,10 +54,11 @@ async def ready(state: StateDep) -> FastJSONResponse:
         )
         return FastJSONResponse(body, status_code=503)
     except Exception as exc:  # any failure to reach the database means "not ready"
+        # The server's (or driver's) own words: a refused connection, a wrong password, a
+        # pooler refusing a startup parameter... never the password itself.
+        reason = describe_db_error(exc, state.engine.url.password)
         body.update(
-            status="unavailable",
-            database="unreachable",
-            reason=f"database unreachable ({type(exc).__name__})",
+            status="unavailable", database="unreachable", reason=f"database unreachable: {reason}"
         )
         return FastJSONResponse(body, status_code=503)
     body["status"] = "ok"
