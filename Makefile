@@ -56,3 +56,14 @@ bench: install
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
+
+# Container image (Containerfile) built with buildah, no daemon or registry: see docs/deploy.md.
+# `image` makes a Debian bookworm base with debootstrap once (.image-cache/), then builds; it is
+# skipped when nothing that goes into the image changed. `image-test` runs the image against the
+# PostgreSQL on 127.0.0.1:5432 (a fresh database): migrate, serve, a chat turn, SIGTERM. As root.
+.PHONY: image image-test
+image:
+	UV_VERSION=$(UV_VERSION) deploy/image/build.sh
+
+image-test: image
+	deploy/image/test.sh
