@@ -9,7 +9,7 @@
 # and Kubernetes all run the entrypoint as PID 1: that changes how a process ends on SIGTERM).
 # The network is the host's, so the server listens on a free port instead of the CMD's 8000.
 #
-# Steps: fresh database -> `task-assistant migrate` -> `task-assistant token` -> serve ->
+# Steps: fresh database -> `task-assistant migrate` -> no dev tools -> `task-assistant token` -> serve ->
 # /health/ready 200 -> the image's HEALTHCHECK passes -> a chat turn that runs add_task ->
 # GET /api/tasks shows the task -> SIGTERM -> exit code 0 within $STOP_LIMIT seconds.
 #
@@ -75,6 +75,8 @@ log "container $CTR, database $DB"
 run() { "${BUILDAH[@]}" run --isolation chroot --env "DATABASE_URL=$DATABASE_URL" "$CTR" -- "$@"; }
 run task-assistant migrate || fail "task-assistant migrate"
 log "migrated"
+run python3 -c 'import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ("pytest", "mypy", "ruff", "schemathesis")))' \
+    || fail "the image holds dev tools (the dev extra was installed)"
 TOKEN=$(run task-assistant token alice) || fail "task-assistant token"
 log "minted a development token in the container's DATA_DIR"
 
