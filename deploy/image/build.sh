@@ -51,6 +51,7 @@ have_image() { "${BUILDAH[@]}" inspect --type image "$1" >/dev/null 2>&1; }
 build_base() {
     local tarball=$CACHE/$SUITE-rootfs.tar
     if [[ ! -s $tarball ]]; then
+        [[ $EUID == 0 ]] || { echo "debootstrap needs root: run make image as root" >&2; exit 1; }
         command -v debootstrap >/dev/null || { echo "debootstrap is missing: apt-get install -y debootstrap" >&2; exit 1; }
         local mirror rootfs=$CACHE/rootfs
         mirror=$(debian_mirror)

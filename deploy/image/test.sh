@@ -77,6 +77,7 @@ run task-assistant migrate || fail "task-assistant migrate"
 log "migrated"
 run python3 -c 'import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ("pytest", "mypy", "ruff", "schemathesis")))' \
     || fail "the image holds dev tools (the dev extra was installed)"
+log "no dev tools (pytest, mypy, ruff, schemathesis) in the image"
 TOKEN=$(run task-assistant token alice) || fail "task-assistant token"
 log "minted a development token in the container's DATA_DIR"
 
