@@ -48,15 +48,88 @@ from backend.agent.items import text_of
 
 _ids = itertools.count(1)
 _RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
+_MAX_ERROR_BODY = 16 * 1024
+
+
+_AUTH_REASONS = {"API_KEY_INVALID", "INVALID_API_KEY", "UNAUTHENTICATED"}
+_MAX_MESSAGE = 300
 
 
 class ProviderError(Exception):
-    """The model provider failed; `status` is None for connection failures."""
+    """The model provider failed; `status` is None for connection failures.
 
-    def __init__(self, status: int | None, retry_after: str | None = None) -> None:
-        super().__init__(f"model provider error {status}")
+    `message` is what the provider said (its error object's `message`, or the start of a body
+    that is not one; for a connection failure, what failed), with the API key blanked out and at
+    most 300 characters: for the log, never for a client. `reason` is its machine-readable code
+    (`invalid_api_key`, `model_not_found`, Gemini's `API_KEY_INVALID`), `model` the model asked.
+    """
+
+    def __init__(
+        self,
+        status: int | None,
+        retry_after: str | None = None,
+        *,
+        message: str | None = None,
+        reason: str | None = None,
+        model: str | None = None,
+    ) -> None:
+        super().__init__(f"model provider error {status}" + (f": {message}" if message else ""))
         self.status = status
         self.retry_after = retry_after
+        self.message = message
+        self.reason = reason
+        self.model = model
+
+    @property
+    def auth_failed(self) -> bool:
+        """The provider refused the API key (Gemini says so with a 400 and `API_KEY_INVALID`)."""
+        return self.status in (401, 403) or (self.reason or "").upper() in _AUTH_REASONS
+
+    @property
+    def model_not_found(self) -> bool:
+        return not self.auth_failed and (self.status == 404 or self.reason == "model_not_found")
+
+
+def provider_error(
+    status: int | None,
+    body: bytes | Any,
+    *,
+    retry_after: str | None = None,
+    api_key: str | None = None,
+    model: str | None = None,
+) -> ProviderError:
+    """The `ProviderError` for an error answer: `body` is the raw answer or its `error` object."""
+    message: str | None = None
+    reason: str | None = None
+    error: Any = body
+    if isinstance(body, bytes):
+        try:
+            error = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            error = None
+            message = body.decode("utf-8", "replace").strip() or None
+    if isinstance(error, list) and error:  # Gemini's OpenAI endpoint: [{"error": {...}}]
+        error = error[0]
+    if isinstance(error, dict) and isinstance(error.get("error"), dict | str):
+        error = error["error"]
+    if isinstance(error, str):
+        message = error
+    elif isinstance(error, dict):
+        if isinstance(error.get("message"), str):
+            message = error["message"]
+        details: Any = error.get("details")
+        reasons = (
+            [d.get("reason") for d in details if isinstance(d, dict)]
+            if isinstance(details, list)
+            else []
+        )
+        reasons += [error.get("code"), error.get("status"), error.get("type")]
+        reason = next((r for r in reasons if isinstance(r, str) and r), None)
+    if message:
+        if api_key and len(api_key) >= 4:
+            message = message.replace(api_key, "[API key]")
+        message = " ".join(message.split())[:_MAX_MESSAGE]
+    return ProviderError(status, retry_after, message=message, reason=reason, model=model)
 
 
 def to_messages(items: list[Any], gemini: bool) -> list[dict[str, Any]]:
@@ -195,6 +268,7 @@ class ChatCompletionsModel(Model):
     ) -> None:
         self.model = model
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self.api_key = api_key
         self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         self.http = http
         self.max_retries = max_retries
@@ -258,8 +332,8 @@ class ChatCompletionsModel(Model):
         response = await self._open(payload)
         try:
             raw = await response.read()
-        except (aiohttp.ClientError, ConnectionError):
-            raise ProviderError(None) from None
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            raise self._connection_error("the answer was cut off", exc) from None
         finally:
             response.release()
         data: dict[str, Any] = orjson.loads(raw)
@@ -305,7 +379,12 @@ class ChatCompletionsModel(Model):
                     break
                 chunk = orjson.loads(data)
                 if "error" in chunk:
-                    raise ProviderError(_error_status(chunk["error"]))
+                    raise provider_error(
+                        _error_status(chunk["error"]),
+                        chunk,
+                        api_key=self.api_key,
+                        model=self.model,
+                    )
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or ():
                     if choice.get("finish_reason"):
@@ -325,12 +404,14 @@ class ChatCompletionsModel(Model):
                     for call_delta in delta.get("tool_calls") or ():
                         index = call_delta.get("index", len(calls))
                         calls.setdefault(index, _Call()).add(call_delta)
-        except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError):
-            raise ProviderError(None) from None  # the connection was cut mid-stream
+        except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError) as exc:
+            raise self._connection_error("the stream was cut off", exc) from None
         finally:
             response.release()
         if not finished:
-            raise ProviderError(None)  # the stream ended without saying it was complete
+            raise ProviderError(
+                None, message="the stream ended without [DONE] or a finish reason", model=self.model
+            )
         output = self._output(
             "".join(text), [calls[i].as_message() for i in sorted(calls)], message_id
         )
@@ -358,22 +439,39 @@ class ChatCompletionsModel(Model):
             last = attempt == self.max_retries
             try:
                 response = await self.http.post(self.url, data=payload, headers=self.headers)
-            except (aiohttp.ClientError, ConnectionError):
+            except (aiohttp.ClientError, ConnectionError) as exc:
                 if last:
-                    raise ProviderError(None) from None
+                    raise self._connection_error(f"could not reach {self.url}", exc) from None
             else:
                 if response.status < 300:
                     return response
                 status = response.status
                 retry_after = response.headers.get("retry-after")
-                response.release()
                 if last or status not in _RETRY_STATUSES:
-                    raise ProviderError(status, retry_after)
+                    try:
+                        body = await response.content.read(_MAX_ERROR_BODY)
+                    except (aiohttp.ClientError, ConnectionError):
+                        body = b""
+                    finally:
+                        response.release()
+                    raise provider_error(
+                        status,
+                        body,
+                        retry_after=retry_after,
+                        api_key=self.api_key,
+                        model=self.model,
+                    )
+                response.release()
                 if retry_after and retry_after.isdigit():
                     delay = max(delay, min(float(retry_after), 10.0))
             await asyncio.sleep(delay)
             delay *= 2
-        raise ProviderError(None)
+        raise ProviderError(None, model=self.model)
+
+    def _connection_error(self, what: str, exc: BaseException) -> ProviderError:
+        said = str(exc).replace(self.api_key, "[API key]") if self.api_key else str(exc)
+        message = f"{what}: {type(exc).__name__}" + (f": {said}" if said else "")
+        return ProviderError(None, message=message[:_MAX_MESSAGE], model=self.model)
 
     def _output(self, content: str, calls: list[dict[str, Any]], message_id: str) -> list[Any]:
         output: list[Any] = []

@@ -11,6 +11,10 @@
      ├── UnsupportedMediaType     415 a body that is not JSON where only JSON is read (/mcp)
      ├── InvalidInput             422 a field breaks a rule (names the field)
      ├── RateLimited              429 with Retry-After
+     ├── BadGateway               502 the model provider refused the request: the server's
+     │    │                           configuration is wrong, retrying will not help
+     │    ├── AIProviderAuthFailed    it refused the API key (LLM_API_KEY / GEMINI_API_KEY)
+     │    └── AIModelNotFound         it has no model by the configured name (LLM_MODEL)
      ├── ServiceUnavailable       503 database or model provider unavailable
      └── GatewayTimeout           504 the model did not answer in time
 
@@ -134,6 +138,28 @@ class RateLimited(AppError):
     def __init__(self, detail: str | None = None, *, retry_after: int | None = None) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after)} if retry_after else None)
         self.retry_after = retry_after
+
+
+class BadGateway(AppError):
+    status = 502
+    code = "bad_gateway"
+    detail = "The AI provider refused the request"
+
+
+class AIProviderAuthFailed(BadGateway):
+    code = "ai_provider_auth_failed"
+    detail = (
+        "The AI provider refused this server's API key: its operator must check LLM_API_KEY "
+        "(or GEMINI_API_KEY)"
+    )
+
+
+class AIModelNotFound(BadGateway):
+    code = "ai_model_not_found"
+    detail = (
+        "The AI provider has no model by the configured name: this server's operator must check "
+        "LLM_MODEL (and LLM_BASE_URL)"
+    )
 
 
 class ServiceUnavailable(AppError):
