@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from backend.agent.chat_model import ProviderError
+from backend.core.errors import ProviderError
 from backend.core.logging import EscapingFormatter
 from backend.main import create_app
 from bench.env import isolated_env

@@ -45,91 +45,11 @@ from openai.types.responses import (
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
 from backend.agent.items import text_of
+from backend.core.errors import MAX_PROVIDER_MESSAGE, ProviderError, provider_error
 
 _ids = itertools.count(1)
 _RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
 _MAX_ERROR_BODY = 16 * 1024
-
-
-_AUTH_REASONS = {"API_KEY_INVALID", "INVALID_API_KEY", "UNAUTHENTICATED"}
-_MAX_MESSAGE = 300
-
-
-class ProviderError(Exception):
-    """The model provider failed; `status` is None for connection failures.
-
-    `message` is what the provider said (its error object's `message`, or the start of a body
-    that is not one; for a connection failure, what failed), with the API key blanked out and at
-    most 300 characters: for the log, never for a client. `reason` is its machine-readable code
-    (`invalid_api_key`, `model_not_found`, Gemini's `API_KEY_INVALID`), `model` the model asked.
-    """
-
-    def __init__(
-        self,
-        status: int | None,
-        retry_after: str | None = None,
-        *,
-        message: str | None = None,
-        reason: str | None = None,
-        model: str | None = None,
-    ) -> None:
-        super().__init__(f"model provider error {status}" + (f": {message}" if message else ""))
-        self.status = status
-        self.retry_after = retry_after
-        self.message = message
-        self.reason = reason
-        self.model = model
-
-    @property
-    def auth_failed(self) -> bool:
-        """The provider refused the API key (Gemini says so with a 400 and `API_KEY_INVALID`)."""
-        return self.status in (401, 403) or (self.reason or "").upper() in _AUTH_REASONS
-
-    @property
-    def model_not_found(self) -> bool:
-        return not self.auth_failed and (self.status == 404 or self.reason == "model_not_found")
-
-
-def provider_error(
-    status: int | None,
-    body: bytes | Any,
-    *,
-    retry_after: str | None = None,
-    api_key: str | None = None,
-    model: str | None = None,
-) -> ProviderError:
-    """The `ProviderError` for an error answer: `body` is the raw answer or its `error` object."""
-    message: str | None = None
-    reason: str | None = None
-    error: Any = body
-    if isinstance(body, bytes):
-        try:
-            error = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            error = None
-            message = body.decode("utf-8", "replace").strip() or None
-    if isinstance(error, list) and error:  # Gemini's OpenAI endpoint: [{"error": {...}}]
-        error = error[0]
-    if isinstance(error, dict) and isinstance(error.get("error"), dict | str):
-        error = error["error"]
-    if isinstance(error, str):
-        message = error
-    elif isinstance(error, dict):
-        if isinstance(error.get("message"), str):
-            message = error["message"]
-        details: Any = error.get("details")
-        reasons = (
-            [d.get("reason") for d in details if isinstance(d, dict)]
-            if isinstance(details, list)
-            else []
-        )
-        reasons += [error.get("code"), error.get("status"), error.get("type")]
-        reason = next((r for r in reasons if isinstance(r, str) and r), None)
-    if message:
-        if api_key and len(api_key) >= 4:
-            message = message.replace(api_key, "[API key]")
-        message = " ".join(message.split())[:_MAX_MESSAGE]
-    return ProviderError(status, retry_after, message=message, reason=reason, model=model)
 
 
 def to_messages(items: list[Any], gemini: bool) -> list[dict[str, Any]]:
@@ -471,7 +391,7 @@ class ChatCompletionsModel(Model):
     def _connection_error(self, what: str, exc: BaseException) -> ProviderError:
         said = str(exc).replace(self.api_key, "[API key]") if self.api_key else str(exc)
         message = f"{what}: {type(exc).__name__}" + (f": {said}" if said else "")
-        return ProviderError(None, message=message[:_MAX_MESSAGE], model=self.model)
+        return ProviderError(None, message=message[:MAX_PROVIDER_MESSAGE], model=self.model)
 
     def _output(self, content: str, calls: list[dict[str, Any]], message_id: str) -> list[Any]:
         output: list[Any] = []

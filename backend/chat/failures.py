@@ -9,7 +9,6 @@ import openai
 from agents.exceptions import AgentsException, ModelBehaviorError
 from sqlalchemy.exc import SQLAlchemyError
 
-from backend.agent.chat_model import ProviderError
 from backend.chat.journal import RecordedTurn
 from backend.chat.schemas import ChatResponse, ToolCall
 from backend.core.errors import (
@@ -18,6 +17,7 @@ from backend.core.errors import (
     AppError,
     DatabaseUnavailable,
     GatewayTimeout,
+    ProviderError,
     RateLimited,
     ServiceUnavailable,
     is_connectivity_error,

@@ -20,7 +20,7 @@ from backend.core.schema import ALEMBIC_INI
 from backend.core.schema import migrate as migrate_url
 
 if TYPE_CHECKING:
-    from backend.agent.chat_model import ProviderError
+    from backend.core.errors import ProviderError
 
 __all__ = ["ALEMBIC_INI", "main", "migrate"]
 
@@ -92,9 +92,9 @@ def _provider_sentence(settings: Settings, where: str, exc: ProviderError) -> st
 async def _check_model(settings: Settings) -> tuple[bool, str]:
     from agents import ModelSettings, ModelTracing
 
-    from backend.agent.chat_model import ProviderError
     from backend.agent.factory import build_model
     from backend.core.config import OPENAI_BASE_URL
+    from backend.core.errors import ProviderError
     from backend.core.http import create_http_session
 
     if not settings.uses_remote_model:
