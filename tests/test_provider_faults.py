@@ -307,7 +307,7 @@ async def test_check_names_a_refused_key_and_a_silent_database_and_exits_1(
         ),
         (
             ProviderError(None, message="could not reach http://llm"),
-            "The model does not work: no answer from http://llm: could not reach http://llm.",
+            "The model does not work: could not reach http://llm.",
         ),
     ],
 )

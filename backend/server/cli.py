@@ -85,7 +85,7 @@ def _provider_sentence(settings: Settings, where: str, exc: ProviderError) -> st
             f"(HTTP {exc.status}{said}); check {setting} (and LLM_BASE_URL)."
         )
     if exc.status is None:
-        return f"The model does not work: no answer from {where}{said}."
+        return f"The model does not work: {exc.message or f'no answer from {where}'}."
     return f"The model does not work: {where} answered HTTP {exc.status}{said}."
 
 
