@@ -51,6 +51,7 @@ from backend.web.errors import install_error_handlers
 from backend.web.mcp import MCPEndpoint
 from backend.web.middleware import RequestContextMiddleware
 from backend.web.playground import build_router as build_web_router
+from backend.web.playground import log_addresses
 from backend.web.state import AppState, lifespan_state
 from backend.web.tasks import router as tasks_router
 
@@ -227,6 +228,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
                     "set LLM_API_KEY/LLM_BASE_URL/LLM_MODEL or GEMINI_API_KEY for a real one",
                     settings.model_name,
                 )
+            log_addresses(settings, log)
             yield lifespan_state(state)
 
     app = FastAPI(

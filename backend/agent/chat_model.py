@@ -43,17 +43,10 @@ from backend.agent.events import (
     usage_of,
 )
 from backend.agent.items import text_of
+from backend.core.errors import MAX_PROVIDER_MESSAGE, ProviderError, provider_error
 
 _RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
-
-
-class ProviderError(Exception):
-    """The model provider failed; `status` is None for connection failures."""
-
-    def __init__(self, status: int | None, retry_after: str | None = None) -> None:
-        super().__init__(f"model provider error {status}")
-        self.status = status
-        self.retry_after = retry_after
+_MAX_ERROR_BODY = 16 * 1024
 
 
 def to_messages(items: list[Any], gemini: bool) -> list[dict[str, Any]]:
@@ -161,6 +154,7 @@ class ChatCompletionsModel(Model):
     ) -> None:
         self.model = model
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self.api_key = api_key
         self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         self.http = http
         self.max_retries = max_retries
@@ -224,8 +218,8 @@ class ChatCompletionsModel(Model):
         response = await self._open(payload)
         try:
             raw = await response.read()
-        except (aiohttp.ClientError, ConnectionError):
-            raise ProviderError(None) from None
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            raise self._connection_error("the answer was cut off", exc) from None
         finally:
             response.release()
         data: dict[str, Any] = orjson.loads(raw)
@@ -271,7 +265,12 @@ class ChatCompletionsModel(Model):
                     break
                 chunk = orjson.loads(data)
                 if "error" in chunk:
-                    raise ProviderError(_error_status(chunk["error"]))
+                    raise provider_error(
+                        _error_status(chunk["error"]),
+                        chunk,
+                        api_key=self.api_key,
+                        model=self.model,
+                    )
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or ():
                     if choice.get("finish_reason"):
@@ -286,12 +285,14 @@ class ChatCompletionsModel(Model):
                     for call_delta in delta.get("tool_calls") or ():
                         index = call_delta.get("index", len(calls))
                         calls.setdefault(index, _Call()).add(call_delta)
-        except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError):
-            raise ProviderError(None) from None  # the connection was cut mid-stream
+        except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError) as exc:
+            raise self._connection_error("the stream was cut off", exc) from None
         finally:
             response.release()
         if not finished:
-            raise ProviderError(None)  # the stream ended without saying it was complete
+            raise ProviderError(
+                None, message="the stream ended without [DONE] or a finish reason", model=self.model
+            )
         output = self._output(
             "".join(text), [calls[i].as_message() for i in sorted(calls)], message_id
         )
@@ -304,22 +305,39 @@ class ChatCompletionsModel(Model):
             last = attempt == self.max_retries
             try:
                 response = await self.http.post(self.url, data=payload, headers=self.headers)
-            except (aiohttp.ClientError, ConnectionError):
+            except (aiohttp.ClientError, ConnectionError) as exc:
                 if last:
-                    raise ProviderError(None) from None
+                    raise self._connection_error(f"could not reach {self.url}", exc) from None
             else:
                 if response.status < 300:
                     return response
                 status = response.status
                 retry_after = response.headers.get("retry-after")
-                response.release()
                 if last or status not in _RETRY_STATUSES:
-                    raise ProviderError(status, retry_after)
+                    try:
+                        body = await response.content.read(_MAX_ERROR_BODY)
+                    except (aiohttp.ClientError, ConnectionError):
+                        body = b""
+                    finally:
+                        response.release()
+                    raise provider_error(
+                        status,
+                        body,
+                        retry_after=retry_after,
+                        api_key=self.api_key,
+                        model=self.model,
+                    )
+                response.release()
                 if retry_after and retry_after.isdigit():
                     delay = max(delay, min(float(retry_after), 10.0))
             await asyncio.sleep(delay)
             delay *= 2
-        raise ProviderError(None)
+        raise ProviderError(None, model=self.model)
+
+    def _connection_error(self, what: str, exc: BaseException) -> ProviderError:
+        said = str(exc).replace(self.api_key, "[API key]") if self.api_key else str(exc)
+        message = f"{what}: {type(exc).__name__}" + (f": {said}" if said else "")
+        return ProviderError(None, message=message[:MAX_PROVIDER_MESSAGE], model=self.model)
 
     def _output(self, content: str, calls: list[dict[str, Any]], message_id: str) -> list[Any]:
         output: list[Any] = []

@@ -4,7 +4,8 @@ Algorithm confusion is impossible by construction: HS256 is verified only with J
 asymmetric algorithms only with a JWKS key whose type matches the algorithm, `none` never.
 
 Claims we require beyond the signature: `sub` is 1-255 printable characters (no control
-characters, no lone surrogates: it becomes a database key and appears in logs); `exp`, `iat` and
+characters, no lone surrogates: it becomes a database key and appears in logs) that neither start
+nor end with a space (` alice` would be another user than `alice`, who looks the same); `exp`, `iat` and
 `nbf` are JSON numbers (not numeric strings), and `exp` is at most `max_lifetime` seconds ahead;
 `iss` and `aud` match the configured values whenever those are set.
 """
@@ -132,12 +133,13 @@ class TokenVerifier:
 
 
 def valid_user_id(sub: str) -> bool:
-    """1-255 printable characters, not only spaces.
+    """1-255 printable characters, no leading or trailing spaces (so not only spaces either).
 
     `str.isprintable()` is False for control characters (NUL, newline, DEL, C1), line and
-    paragraph separators, and lone surrogates, which PostgreSQL cannot store anyway.
+    paragraph separators, and lone surrogates, which PostgreSQL cannot store anyway; the ASCII
+    space is the only printable whitespace.
     """
-    return 0 < len(sub) <= 255 and sub.isprintable() and not sub.isspace()
+    return 0 < len(sub) <= 255 and sub.isprintable() and sub == sub.strip()
 
 
 def _is_number(value: Any) -> bool:

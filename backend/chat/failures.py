@@ -9,19 +9,25 @@ import openai
 from agents.exceptions import AgentsException, ModelBehaviorError
 from sqlalchemy.exc import SQLAlchemyError
 
-from backend.agent.chat_model import ProviderError
 from backend.chat.journal import RecordedTurn
 from backend.chat.schemas import ChatResponse, ToolCall
 from backend.core.errors import (
+    AIModelNotFound,
+    AIProviderAuthFailed,
     AppError,
     DatabaseUnavailable,
     GatewayTimeout,
+    ProviderError,
     RateLimited,
     ServiceUnavailable,
     is_connectivity_error,
 )
+from backend.core.logging import log_value
 
 AI_UNAVAILABLE = "AI service temporarily unavailable"
+AI_RATE_LIMITED = "The AI service is rate limited; retry later"
+PROVIDER_RETRY_SECONDS = 10
+"""Retry-After of a 503 for the provider's 429 that named no delay."""
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -45,14 +51,9 @@ def classify(exc: BaseException) -> AppError | None:
         return exc
     if isinstance(exc, TimeoutError):
         return GatewayTimeout()
-    for cause in causes:
-        if isinstance(cause, ProviderError):
-            if cause.status == 429 and cause.retry_after and cause.retry_after.strip().isdigit():
-                return RateLimited(
-                    "The AI service is rate limited; retry later",
-                    retry_after=max(1, int(cause.retry_after)),
-                )
-            return ServiceUnavailable(AI_UNAVAILABLE)
+    provider = _provider_error(causes)
+    if provider is not None:
+        return _provider_fault(provider)
     if any(
         isinstance(e, (openai.OpenAIError, ModelBehaviorError, AgentsException)) for e in causes
     ):
@@ -60,9 +61,48 @@ def classify(exc: BaseException) -> AppError | None:
     return None
 
 
+def _provider_error(causes: list[BaseException]) -> ProviderError | None:
+    return next((e for e in causes if isinstance(e, ProviderError)), None)
+
+
+def _provider_fault(error: ProviderError) -> AppError:
+    """The provider's answer decides: its configuration refused (502, retrying will not help),
+    rate limited (429, or 503 when it named no delay), or down (503)."""
+    said = f" (the provider answered HTTP {error.status})" if error.status else ""
+    if error.auth_failed:
+        return AIProviderAuthFailed(AIProviderAuthFailed.detail + said)
+    if error.model_not_found:
+        return AIModelNotFound(AIModelNotFound.detail + said)
+    if error.status == 429:
+        if error.retry_after and error.retry_after.strip().isdigit():
+            return RateLimited(AI_RATE_LIMITED, retry_after=max(1, int(error.retry_after)))
+        return ServiceUnavailable(
+            AI_RATE_LIMITED, headers={"Retry-After": str(PROVIDER_RETRY_SECONDS)}
+        )
+    return ServiceUnavailable(AI_UNAVAILABLE)
+
+
+def failure_fields(exc: BaseException) -> str:
+    """The log fields of a failed turn: what was raised, the error the client got, and when the
+    model provider failed, its status, code and message (quoted: it is the provider's text)."""
+    error = classify(exc)
+    fields = [f"error={type(exc).__name__}", f"code={error.code if error else 'internal_error'}"]
+    provider = _provider_error(_causes(exc))
+    if provider is not None:
+        fields.append(f"provider_status={provider.status or 'none'}")
+        if provider.reason:
+            fields.append(f"provider_code={log_value(provider.reason)}")
+        if provider.model:
+            fields.append(f"model={log_value(provider.model)}")
+        fields.append(f"provider_message={log_value(provider.message or '')}")
+    return " ".join(fields)
+
+
 _REASONS = {
     "timeout": "the AI service did not answer in time",
     "database_unavailable": "the database was unavailable",
+    "ai_provider_auth_failed": "the AI provider refused this server's API key",
+    "ai_model_not_found": "the AI provider does not know the configured model",
     "stopped": "stopped",
 }
 

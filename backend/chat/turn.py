@@ -32,7 +32,7 @@ from backend.agent.context import TurnContext
 from backend.agent.items import text_of
 from backend.auth.user import User
 from backend.chat import claim, journal, repository
-from backend.chat.failures import classify, note, recorded_body
+from backend.chat.failures import classify, failure_fields, note, recorded_body
 from backend.chat.history import count_tokens_async, title_from, to_input_items
 from backend.chat.journal import RecordedTurn, TurnJournal
 from backend.chat.runtime import ChatRuntime
@@ -43,6 +43,7 @@ from backend.core.errors import (
     ServiceUnavailable,
     is_connectivity_error,
 )
+from backend.core.logging import log_value
 from backend.core.text import clean_text
 from backend.observability import metrics
 from backend.reliability.idempotency import IdempotencyClaim
@@ -288,9 +289,9 @@ async def execute(
         await asyncio.shield(_settle_key(rt, turn.key, response.model_dump(mode="json")))
     log.info(
         "chat turn user=%s conversation=%s tools=%s input_tokens=%s output_tokens=%s latency=%.0fms",
-        turn.user.id,
+        log_value(turn.user.id),
         turn.conversation_id,
-        ",".join(c["tool"] for c in ctx.tool_calls) or "-",
+        log_value(",".join(c["tool"] for c in ctx.tool_calls) or "-"),
         usage.input_tokens if usage else "-",
         usage.output_tokens if usage else "-",
         (time.perf_counter() - turn.started) * 1000,
@@ -313,10 +314,10 @@ async def _fail(rt: ChatRuntime, turn: Turn, exc: BaseException) -> None:
         error = classify(exc)
         reason = error.code if error is not None else "failed"
         log.warning(
-            "chat turn failed: user=%r conversation=%s error=%s",
-            turn.user.id,
+            "chat turn failed: user=%s conversation=%s %s",
+            log_value(turn.user.id),
             turn.conversation_id,
-            type(exc).__name__,
+            failure_fields(exc),
         )
     await asyncio.shield(_close_failed(rt, turn, reason, first_try=True))
 

@@ -11,8 +11,15 @@
      ├── UnsupportedMediaType     415 a body that is not JSON where only JSON is read (/mcp)
      ├── InvalidInput             422 a field breaks a rule (names the field)
      ├── RateLimited              429 with Retry-After
+     ├── BadGateway               502 the model provider refused the request: the server's
+     │    │                           configuration is wrong, retrying will not help
+     │    ├── AIProviderAuthFailed    it refused the API key (LLM_API_KEY / GEMINI_API_KEY)
+     │    └── AIModelNotFound         it has no model by the configured name (LLM_MODEL)
      ├── ServiceUnavailable       503 database or model provider unavailable
      └── GatewayTimeout           504 the model did not answer in time
+
+`ProviderError` is not one of them: the model client raises it with what the provider answered
+(status, message, code), and `chat.failures` decides which of the above the client sees.
 
 Every error response is `{"detail": str, "code": str}`, plus `"errors": [{"field", "message"}]`
 for validation failures. No internal message or stack trace ever reaches a client.
@@ -23,6 +30,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -136,6 +144,28 @@ class RateLimited(AppError):
         self.retry_after = retry_after
 
 
+class BadGateway(AppError):
+    status = 502
+    code = "bad_gateway"
+    detail = "The AI provider refused the request"
+
+
+class AIProviderAuthFailed(BadGateway):
+    code = "ai_provider_auth_failed"
+    detail = (
+        "The AI provider refused this server's API key: its operator must check LLM_API_KEY "
+        "(or GEMINI_API_KEY)"
+    )
+
+
+class AIModelNotFound(BadGateway):
+    code = "ai_model_not_found"
+    detail = (
+        "The AI provider has no model by the configured name: this server's operator must check "
+        "LLM_MODEL (and LLM_BASE_URL)"
+    )
+
+
 class ServiceUnavailable(AppError):
     status = 503
     code = "service_unavailable"
@@ -154,6 +184,89 @@ class GatewayTimeout(AppError):
     status = 504
     code = "timeout"
     detail = "The AI service did not answer in time"
+
+
+# --- the model provider's failures, as the model client (backend.agent.chat_model) reports them
+
+MAX_PROVIDER_MESSAGE = 300
+_AUTH_REASONS = {"API_KEY_INVALID", "INVALID_API_KEY", "UNAUTHENTICATED"}
+
+
+class ProviderError(Exception):
+    """The model provider failed; `status` is None for connection failures.
+
+    `message` is what the provider said (its error object's `message`, or the start of a body
+    that is not one; for a connection failure, what failed), with the API key blanked out and at
+    most 300 characters: for the log, never for a client. `reason` is its machine-readable code
+    (`invalid_api_key`, `model_not_found`, Gemini's `API_KEY_INVALID`), `model` the model asked.
+    """
+
+    def __init__(
+        self,
+        status: int | None,
+        retry_after: str | None = None,
+        *,
+        message: str | None = None,
+        reason: str | None = None,
+        model: str | None = None,
+    ) -> None:
+        super().__init__(f"model provider error {status}" + (f": {message}" if message else ""))
+        self.status = status
+        self.retry_after = retry_after
+        self.message = message
+        self.reason = reason
+        self.model = model
+
+    @property
+    def auth_failed(self) -> bool:
+        """The provider refused the API key (Gemini says so with a 400 and `API_KEY_INVALID`)."""
+        return self.status in (401, 403) or (self.reason or "").upper() in _AUTH_REASONS
+
+    @property
+    def model_not_found(self) -> bool:
+        return not self.auth_failed and (self.status == 404 or self.reason == "model_not_found")
+
+
+def provider_error(
+    status: int | None,
+    body: bytes | Any,
+    *,
+    retry_after: str | None = None,
+    api_key: str | None = None,
+    model: str | None = None,
+) -> ProviderError:
+    """The `ProviderError` for an error answer: `body` is the raw answer or its `error` object."""
+    message: str | None = None
+    reason: str | None = None
+    error: Any = body
+    if isinstance(body, bytes):
+        try:
+            error = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            error = None
+            message = body.decode("utf-8", "replace").strip() or None
+    if isinstance(error, list) and error:  # Gemini's OpenAI endpoint: [{"error": {...}}]
+        error = error[0]
+    if isinstance(error, dict) and isinstance(error.get("error"), dict | str):
+        error = error["error"]
+    if isinstance(error, str):
+        message = error
+    elif isinstance(error, dict):
+        if isinstance(error.get("message"), str):
+            message = error["message"]
+        details: Any = error.get("details")
+        reasons = (
+            [d.get("reason") for d in details if isinstance(d, dict)]
+            if isinstance(details, list)
+            else []
+        )
+        reasons += [error.get("code"), error.get("status"), error.get("type")]
+        reason = next((r for r in reasons if isinstance(r, str) and r), None)
+    if message:
+        if api_key and len(api_key) >= 4:
+            message = message.replace(api_key, "[API key]")
+        message = " ".join(message.split())[:MAX_PROVIDER_MESSAGE]
+    return ProviderError(status, retry_after, message=message, reason=reason, model=model)
 
 
 def is_connectivity_error(exc: BaseException) -> bool:

@@ -9,11 +9,15 @@ formatter escapes every control character, line separator and lone surrogate in 
 (`\\n`, `\\x00`, `\\u2028`, `\\udc80`): one event is always exactly one line, and nobody can forge
 another. Tracebacks keep their line breaks but every continuation line is indented, so none of
 them can pass for an event either.
+
+A line's `name=value` fields that carry such text go through `log_value`: plain values stay as they
+are, anything else is JSON-quoted, so a user id like `evil" user=root` cannot pass for a field.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import re
 from contextvars import ContextVar
@@ -25,6 +29,19 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+_PLAIN_VALUE = re.compile(r"^[A-Za-z0-9._~/%@:+,=-]+$")
+
+
+def log_value(value: object) -> str:
+    """A `name=value` field of a log line: `value` as is when plain (letters, digits and
+    `._~/%@:+,=-`), else JSON-quoted (`"a b"`, `"evil\\" user=root"`, `""`), so a value with
+    spaces or quotes can never read as another field. The formatter escapes control characters."""
+    text = value if isinstance(value, str) else str(value)
+    if _PLAIN_VALUE.match(text):
+        return text
+    return json.dumps(text, ensure_ascii=False)
 
 
 def escape(text: str) -> str:

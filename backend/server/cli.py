@@ -1,4 +1,5 @@
-"""The `task-assistant` command: serve, migrate, and mint development tokens."""
+"""The `task-assistant` command: serve, migrate, check the model and the database, and mint
+development tokens."""
 
 from __future__ import annotations
 
@@ -6,14 +7,20 @@ import argparse
 import asyncio
 import errno
 import os
+import secrets
 import signal
 import socket
 import sys
+import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from backend.core.config import Settings, get_settings
 from backend.core.schema import ALEMBIC_INI
 from backend.core.schema import migrate as migrate_url
+
+if TYPE_CHECKING:
+    from backend.core.errors import ProviderError
 
 __all__ = ["ALEMBIC_INI", "main", "migrate"]
 
@@ -36,6 +43,143 @@ def _token(args: argparse.Namespace) -> None:
         )
     key = load_or_create_dev_key(settings.data_dir)
     print(mint_token(key, args.user, ttl_seconds=args.ttl))
+
+
+def _settings_or_exit() -> Settings:
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = (str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        sys.exit("error: invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _check(args: argparse.Namespace) -> None:
+    """One tiny model call and one database round trip; a sentence each; exit 1 if either fails."""
+    settings = _settings_or_exit()
+    model_ok, model_said = asyncio.run(_check_model(settings))
+    print(model_said, flush=True)
+    database_ok, database_said = asyncio.run(_check_database(settings))
+    print(database_said, flush=True)
+    sys.exit(0 if model_ok and database_ok else 1)
+
+
+def _key_setting(settings: Settings) -> str:
+    if settings.llm_api_key:
+        return "LLM_API_KEY"
+    return "GEMINI_API_KEY" if settings.gemini_api_key else "LLM_API_KEY (not set)"
+
+
+def _provider_sentence(settings: Settings, where: str, exc: ProviderError) -> str:
+    said = f": {exc.message}" if exc.message else ""
+    if exc.auth_failed:
+        return (
+            f"The model does not work: {where} refused the API key in {_key_setting(settings)} "
+            f"(HTTP {exc.status}{said})."
+        )
+    if exc.model_not_found:
+        setting = "LLM_MODEL" if settings.llm_model or not settings.gemini_model else "GEMINI_MODEL"
+        return (
+            f"The model does not work: {where} has no model {settings.model_name!r} "
+            f"(HTTP {exc.status}{said}); check {setting} (and LLM_BASE_URL)."
+        )
+    if exc.status is None:
+        return f"The model does not work: {exc.message or f'no answer from {where}'}."
+    return f"The model does not work: {where} answered HTTP {exc.status}{said}."
+
+
+async def _check_model(settings: Settings) -> tuple[bool, str]:
+    from agents import ModelSettings, ModelTracing
+
+    from backend.agent.factory import build_model
+    from backend.core.config import OPENAI_BASE_URL
+    from backend.core.errors import ProviderError
+    from backend.core.http import create_http_session
+
+    if not settings.uses_remote_model:
+        return True, (
+            "The model works: it is the built-in offline model (rule-based, not an LLM), as no "
+            "LLM is configured (set LLM_API_KEY/LLM_BASE_URL/LLM_MODEL or GEMINI_API_KEY)."
+        )
+    where = settings.model_base_url or OPENAI_BASE_URL
+    http = create_http_session(settings)
+    started = time.perf_counter()
+    try:
+        model = build_model(settings, http)
+        async with asyncio.timeout(settings.chat_timeout_seconds):
+            await model.get_response(
+                None,
+                "Reply with the single word OK.",
+                ModelSettings(),
+                [],
+                None,
+                [],
+                ModelTracing.DISABLED,
+                previous_response_id=None,
+                conversation_id=None,
+                prompt=None,
+            )
+    except ProviderError as exc:
+        return False, _provider_sentence(settings, where, exc)
+    except TimeoutError:
+        return False, (
+            f"The model does not work: {where} did not answer within "
+            f"CHAT_TIMEOUT_SECONDS ({settings.chat_timeout_seconds:g} s)."
+        )
+    except Exception as exc:
+        return False, f"The model does not work: {type(exc).__name__}: {exc}."
+    finally:
+        await http.close()
+    elapsed = time.perf_counter() - started
+    return True, (f"The model works: {settings.model_name} at {where} answered in {elapsed:.1f} s.")
+
+
+async def _check_database(settings: Settings) -> tuple[bool, str]:
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from backend.core.db import create_engine
+    from backend.core.embedded import resolve_database_url
+    from backend.core.schema import code_revisions, database_revision
+
+    try:
+        url = await asyncio.to_thread(resolve_database_url, settings)
+    except Exception as exc:
+        return False, f"The database does not work: the embedded PostgreSQL did not start ({exc})."
+    parsed = make_url(url)
+    where = (
+        f"the embedded PostgreSQL in {settings.data_dir}"
+        if not settings.database_url
+        else f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database}"
+    )
+    engine = create_engine(url, settings)
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(settings.database_connect_timeout + 10):
+            async with engine.connect() as conn:
+                version = (await conn.execute(text("SHOW server_version"))).scalar()
+            elapsed = time.perf_counter() - started
+            revision = await database_revision(engine)
+    except Exception as exc:
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return False, (
+            f"The database does not work: {where} did not answer "
+            f"({type(exc).__name__}{': ' + said if said else ''})."
+        )
+    finally:
+        await engine.dispose()
+    head, _ = await asyncio.to_thread(code_revisions)
+    schema = (
+        "its schema is up to date"
+        if revision == head
+        else f"its schema is at {revision or 'no revision'}, this code needs {head}: "
+        "run `task-assistant migrate`"
+    )
+    return True, (
+        f"The database works: PostgreSQL {version} at {where} answered in "
+        f"{elapsed * 1000:.0f} ms; {schema}."
+    )
 
 
 class _Terminated(BaseException):
@@ -75,7 +219,6 @@ def _serve(args: argparse.Namespace) -> None:
     exception, the embedded PostgreSQL is stopped, then the signal is re-raised as uvicorn meant.
     """
     import uvicorn
-    from pydantic import ValidationError
 
     from backend.core.embedded import EmbeddedDatabaseBusy, embedded_database_url, stop_embedded
     from backend.core.schema import SchemaBehind
@@ -84,11 +227,13 @@ def _serve(args: argparse.Namespace) -> None:
     if args.migrate is not None:  # the environment carries it to the workers too
         os.environ["MIGRATE_ON_START"] = "true" if args.migrate else "false"
         get_settings.cache_clear()
-    try:
-        settings = get_settings()
-    except ValidationError as exc:
-        problems = (str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
-        sys.exit("error: invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
+    settings = _settings_or_exit()
+    # One start: its workers inherit these, so they share the development login secret and
+    # name the address in the start log (see backend.web.devtoken).
+    from backend.web.devtoken import ADDRESS_ENV, START_ENV, base_url
+
+    os.environ[START_ENV] = secrets.token_urlsafe(16)
+    os.environ[ADDRESS_ENV] = base_url(args.host, args.port)
     try:
         _check_port_free(args.host, args.port)
     except OSError as exc:
@@ -151,6 +296,13 @@ def main(argv: list[str] | None = None) -> None:
 
     mig = sub.add_parser("migrate", help="apply Alembic migrations (alembic upgrade head)")
     mig.set_defaults(func=lambda _: migrate())
+
+    chk = sub.add_parser(
+        "check",
+        help="make one tiny model call and one database round trip, and say whether each works "
+        "(exit code 1 if not)",
+    )
+    chk.set_defaults(func=_check)
 
     tok = sub.add_parser("token", help="print a development token for USER (dev auth mode only)")
     tok.add_argument("user")

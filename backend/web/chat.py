@@ -30,7 +30,7 @@ from backend.web.limits import claim_idempotency_key, limit_reads, limit_writes,
 
 router = APIRouter(prefix="/api", responses=error_responses(400, 401, 422, 503))
 
-_CHAT_ERRORS = error_responses(404, 409, 413, 429, 504)
+_CHAT_ERRORS = error_responses(404, 409, 413, 429, 502, 504)
 
 
 _STREAM_DOC: dict[int | str, dict[str, Any]] = {

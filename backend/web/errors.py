@@ -103,6 +103,8 @@ _DESCRIPTIONS = {
     415: "`Content-Type` must be application/json",
     422: "Invalid input; `errors` names the fields",
     429: "Rate limited; retry after `Retry-After` seconds",
+    502: "The AI provider refused this server's configuration: `ai_provider_auth_failed` (its API "
+    "key) or `ai_model_not_found` (its model name); retrying will not help",
     503: "Database, auth server or AI service temporarily unavailable",
     504: "The AI service did not answer in time",
 }

@@ -17,7 +17,6 @@ HTTPExceptions so FastAPI passes them through its body parsing instead of answer
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -28,14 +27,13 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.core.logging import request_id_var
+from backend.core.logging import log_value, request_id_var
 from backend.observability import metrics
 from backend.web.errors import unexpected_error_response
 
 log = logging.getLogger("backend.access")
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_PLAIN_LOG_VALUE = re.compile(r"^[A-Za-z0-9._~/%@:+,=-]+$")
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -205,19 +203,11 @@ class RequestContextMiddleware:
         log.info(
             "%s %s %s %.1fms user=%s",
             scope.get("method"),
-            _log_value(scope.get("path", "")),
+            log_value(scope.get("path", "")),
             status,
             elapsed * 1000,
-            _log_value(state.get("user_id", "-")),
+            log_value(state.get("user_id", "-")),
         )
-
-
-def _log_value(value: str) -> str:
-    """A field of the access log: as is when plain, else JSON-quoted, so a user id or path with
-    spaces cannot fake another field (the formatter escapes control characters in any case)."""
-    if _PLAIN_LOG_VALUE.match(value):
-        return value
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _is_docs(path: str) -> bool:

@@ -6,11 +6,14 @@ The page carries no inline script, so it runs under the strict CSP the middlewar
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
+from backend.auth.devkeys import load_or_create_dev_key
 from backend.core.config import Settings
 from backend.core.errors import NotFound
 from backend.web import devtoken
@@ -43,3 +46,21 @@ def build_router(settings: Settings) -> APIRouter:
     if settings.dev_auth:
         router.include_router(devtoken.router)
     return router
+
+
+def log_addresses(settings: Settings, log: logging.Logger) -> None:
+    """The start log's addresses: the playground's (in development auth mode with this start's
+    login secret, at WARNING so it shows at every LOG_LEVEL) and the API documentation's."""
+    base = devtoken.start_address()
+    if not settings.dev_auth:
+        log.info("playground: %s/ (sign in with a bearer token); API docs: %s/docs", base, base)
+        return
+    secret = devtoken.login_secret(load_or_create_dev_key(settings.data_dir))
+    loopback = devtoken.is_loopback(urlsplit(base).hostname)
+    log.warning(
+        "playground: %s (development sign-in, with this start's secret: open it in a browser on "
+        "this machine%s); API docs: %s/docs",
+        devtoken.login_url(base, secret),
+        "" if loopback else "; it answers only on a loopback address",
+        base,
+    )

@@ -45,6 +45,8 @@ CHROMIUM_ARGS = [
 ]
 RATE_LIMIT = 3
 TOKEN_KEY = "task-assistant.token"
+LOGINS: dict[str, str] = {}
+"""Each server's login secret, as its start log printed it (`.../?login=<secret>`)."""
 
 
 def _chromium() -> str | None:
@@ -80,6 +82,11 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             wait_http(url + "/health", proc)
         except RuntimeError as exc:
             pytest.fail(f"{exc}:\n{log_path.read_text()[-3000:]}")
+        printed = re.search(
+            rf"playground: {re.escape(url)}/\?login=([\w-]+) ", log_path.read_text()
+        )
+        assert printed, log_path.read_text()[-3000:]
+        LOGINS[url] = printed[1]
         yield url
     finally:
         proc.terminate()
@@ -120,8 +127,10 @@ async def new_page(browser: Any, **context: Any) -> Any:
 
 
 async def sign_in(page: Any, base: str, user: str) -> str:
-    """Dev sign-in through the form, by keyboard; returns the token the page keeps."""
-    await page.goto(base + "/")
+    """Dev sign-in through the form, by keyboard, from the address the server printed at start
+    (the page keeps the secret and takes it out of the address bar); returns the token kept."""
+    await page.goto(f"{base}/?login={LOGINS[base]}")
+    await expect(page).to_have_url(base + "/")
     await page.locator("#dev-user").fill(user)
     await page.locator("#dev-user").press("Enter")
     await expect(page.locator("#whoami-name")).to_have_text(user)
@@ -133,6 +142,10 @@ async def sign_in(page: Any, base: str, user: str) -> str:
 async def send(page: Any, message: str) -> None:
     await page.locator("#message").fill(message)
     await page.locator("#message").press("Enter")
+
+
+def login(base: str) -> dict[str, str]:
+    return {"X-Dev-Login": LOGINS[base]}
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -365,9 +378,17 @@ async def test_dev_token_through_the_real_server(server: str) -> None:
     """uvicorn runs with proxy headers on: the endpoint still sees and refuses them."""
     async with httpx.AsyncClient(base_url=server) as api:
         for header in ({"X-Forwarded-For": "192.0.2.1"}, {"Forwarded": "for=192.0.2.1"}):
-            refused = await api.post("/api/dev/token", json={"user": "zoe"}, headers=header)
+            refused = await api.post(
+                "/api/dev/token", json={"user": "zoe"}, headers={**header, **login(server)}
+            )
             assert refused.status_code == 403, header
-        signed = await api.post("/api/dev/token", json={"user": "zoe"})
+        # Loopback host and origin but no secret, as a same-host reverse proxy would send it.
+        loopback = {"Host": server.removeprefix("http://"), "Origin": server}
+        refused = await api.post("/api/dev/token", json={"user": "zoe"}, headers=loopback)
+        assert refused.status_code == 403
+        signed = await api.post(
+            "/api/dev/token", json={"user": "zoe"}, headers={**loopback, **login(server)}
+        )
         assert signed.status_code == 200
         tasks = await api.get("/api/tasks", headers=bearer(signed.json()["token"]))
         assert tasks.json()["tasks"] == []
@@ -381,7 +402,8 @@ def _luminance(css_color: str) -> float:
 async def test_screenshots_light_and_dark(server: str, browser: Any, tmp_path: Path) -> None:
     update = os.environ.get("UPDATE_SCREENSHOTS") == "1"
     async with httpx.AsyncClient(base_url=server) as api:
-        token = (await api.post("/api/dev/token", json={"user": "frank"})).json()["token"]
+        signed = await api.post("/api/dev/token", json={"user": "frank"}, headers=login(server))
+        token = signed.json()["token"]
         api.headers.update(bearer(token))
         first = (await api.post("/api/chat", json={"message": "add a task to buy milk"})).json()
         cid = first["conversation_id"]
@@ -425,3 +447,50 @@ async def test_screenshots_light_and_dark(server: str, browser: Any, tmp_path: P
             await page.context.close()
     assert _luminance(backgrounds["light"]) > 200, backgrounds
     assert _luminance(backgrounds["dark"]) < 60, backgrounds
+
+
+async def test_dev_sign_in_without_the_printed_address_explains_itself(
+    server: str, browser: Any
+) -> None:
+    page = await new_page(browser)
+    console = Console(page)
+    await page.goto(server + "/")
+    await page.locator("#dev-user").fill("mallory")
+    await page.locator("#dev-user").press("Enter")
+    await expect(page.locator("#signin-error")).to_contain_text("/?login=")
+    assert await page.evaluate(f"sessionStorage.getItem('{TOKEN_KEY}')") is None
+    # A secret of another start (the server restarted): the server refuses, the page says why.
+    await page.goto(server + "/?login=not-this-starts-secret")
+    await expect(page).to_have_url(server + "/")
+    await page.locator("#dev-user").fill("mallory")
+    await page.locator("#dev-user").press("Enter")
+    await expect(page.locator("#signin-error")).to_contain_text("a restart prints a new one")
+    await expect(page.locator("#signin-error")).to_contain_text("HTTP 403")
+    assert await page.evaluate(f"sessionStorage.getItem('{TOKEN_KEY}')") is None
+    assert [e for e in console.errors if "403" not in e] == []
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "words"),
+    [
+        (502, "ai_provider_auth_failed", "refused this server's API key"),
+        (502, "ai_model_not_found", "does not know the model"),
+    ],
+)
+async def test_provider_faults_are_said_in_words(
+    server: str, browser: Any, status: int, code: str, words: str
+) -> None:
+    page = await new_page(browser)
+    await sign_in(page, server, f"grace-{code}")
+
+    async def refuse(route: Any) -> None:
+        body = {"detail": f"The server's detail for {code}", "code": code}
+        await route.fulfill(status=status, json=body)
+
+    await page.route("**/api/chat", refuse)
+    await send(page, "add a task to buy milk")
+    error = page.locator("#chat-error")
+    await expect(error).to_contain_text(words)
+    await expect(error).to_contain_text("Sending again will not help")
+    await expect(error).to_contain_text(f"The server's detail for {code}")
+    assert "moment" not in (await error.text_content() or "")

@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml  # PyYAML: installed with uvicorn[standard]
-from backend.web.health import router as health_router
 
 from backend.core.config import Settings
+from backend.web.health import router as health_router
 from tests.support import ROOT
 
 DEPLOY = ROOT / "deploy"

@@ -1,10 +1,13 @@
 /* task-assistant playground: sign in, chat over Server-Sent Events, tasks and conversations
    through the REST API. Plain JavaScript: no build step, no dependencies, no inline script.
-   The token is kept in sessionStorage (this tab only), never in localStorage. */
+   The token is kept in sessionStorage (this tab only), never in localStorage, and so is the
+   development login secret the server prints at start (`/?login=...`), which the page takes out
+   of the address bar at once. */
 "use strict";
 
 const TOKEN_KEY = "task-assistant.token";
 const CONVERSATION_KEY = "task-assistant.conversation";
+const LOGIN_KEY = "task-assistant.dev-login";
 const MAX_PAGES = 100;
 
 const $ = (id) => document.getElementById(id);
@@ -92,7 +95,17 @@ function describe(error) {
     return "Could not reach the server (network error). Check your connection, then try again.";
   }
   // A 429's own detail names a number of seconds that the countdown keeps current instead.
-  const said = error.message && !(error.status === 429 && error.retryAfter) ? ` The server said: “${error.message}”.` : "";
+  const said = error.message && !([429, 503].includes(error.status) && error.retryAfter) ? ` The server said: “${error.message}”.` : "";
+  switch (error.code) {
+    case "ai_provider_auth_failed":
+      return `The AI provider refused this server's API key, so no message can be answered. Sending again will not help: the server's operator must fix its key setting.${said}`;
+    case "ai_model_not_found":
+      return `The AI provider does not know the model this server is set to use, so no message can be answered. Sending again will not help: the server's operator must fix its model setting.${said}`;
+    case "database_unavailable":
+      return `The server's database is unavailable for the moment. Try again in a moment.${said}`;
+    default:
+      break;
+  }
   switch (error.status) {
     case 400: return `The server could not read the request.${said}`;
     case 401: return `Your token is missing, expired or refused. Sign in again.${said}`;
@@ -102,7 +115,9 @@ function describe(error) {
     case 413: return `The message is too large for the server. Shorten it, then send again.${said}`;
     case 422: return `The server did not accept the input.${said}`;
     case 429: return `Too many messages in a short time.${said}`;
-    case 503: return `The service is temporarily unavailable (its database or AI provider). Try again in a moment.${said}`;
+    case 502: return `The AI provider refused the request. Sending again will not help until the server's operator fixes its configuration.${said}`;
+    case 503: if (error.retryAfter) return `The AI service is busy (rate limited).${said}`;
+      return `The service is temporarily unavailable (its database or AI provider). Try again in a moment.${said}`;
     case 504: return `The AI service did not answer in time. Send again to retry.${said}`;
     default: return `The request failed (HTTP ${error.status}).${said}`;
   }
@@ -173,17 +188,26 @@ async function devSignIn(event) {
     $("dev-user").focus();
     return;
   }
+  const login = sessionStorage.getItem(LOGIN_KEY);
+  if (!login) {
+    showSigninError("Development sign-in needs the secret the server printed when it started: " +
+      "open the address from its start log (http://127.0.0.1:8000/?login=…), or paste a bearer " +
+      "token below.");
+    return;
+  }
   try {
     const response = await fetch("/api/dev/token", {
       method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-Dev-Login": login },
       body: JSON.stringify({ user }),
     });
     if (response.status === 404 || response.status === 403) {
       const error = await errorFrom(response);
       showSigninError("Development sign-in is not available here: it works only in development " +
-        "auth mode, on a server listening on a loopback address, reached without a proxy. " +
-        `Paste a bearer token instead. (HTTP ${error.status}: ${error.message})`);
+        "auth mode, on a server listening on a loopback address, reached without a proxy, " +
+        "from the address with the secret the server printed at this start (a restart prints " +
+        "a new one). Paste a bearer token instead. " +
+        `(HTTP ${error.status}: ${error.message})`);
       return;
     }
     if (!response.ok) throw await errorFrom(response);
@@ -340,7 +364,7 @@ function handleEvent(event, reply) {
       loadConversations(false); // the title may have been set by this turn
       return true;
     case "error":
-      throw new ApiError(event.status || 500, event.detail || "", event.code || "", null);
+      throw new ApiError(event.status || 500, event.detail || "", event.code || "", event.retry_after ?? null);
     default:
       return false;
   }
@@ -401,12 +425,14 @@ function showChatText(text) {
 }
 
 function showChatError(error, sameKey) {
-  let kept = error instanceof ApiError && error.status === 401 ? "" : " Your message is kept: press Send to resend it.";
+  let kept = " Your message is kept: press Send to resend it.";
+  if (error instanceof ApiError && error.status === 401) kept = "";
+  if (error instanceof ApiError && error.status === 502) kept = " Your message is kept.";
   if (!(error instanceof ApiError) && sameKey) {
     kept += " It goes with the same Idempotency-Key, so the server runs it at most once.";
   }
   showChatText(describe(error) + kept);
-  if (error instanceof ApiError && error.status === 429 && error.retryAfter) startCountdown(error.retryAfter);
+  if (error instanceof ApiError && [429, 503].includes(error.status) && error.retryAfter) startCountdown(error.retryAfter);
 }
 
 function hideChatError() {
@@ -685,7 +711,19 @@ function showPanel(name) {
   }
 }
 
+/* `/?login=<secret>`, as the server prints it at start: keep the secret for this tab and take it
+   out of the address bar (and so out of the history and of anything copied from there). */
+function takeLoginSecret() {
+  const url = new URL(window.location.href);
+  const login = url.searchParams.get("login");
+  if (login === null) return;
+  if (login) sessionStorage.setItem(LOGIN_KEY, login);
+  url.searchParams.delete("login");
+  history.replaceState(history.state, "", url.pathname + url.search + url.hash);
+}
+
 function start() {
+  takeLoginSecret();
   $("dev-form").addEventListener("submit", devSignIn);
   $("token-form").addEventListener("submit", tokenSignIn);
   $("sign-out").addEventListener("click", signOut);

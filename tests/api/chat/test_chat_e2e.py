@@ -124,10 +124,11 @@ async def _replay_extras(
         ({"status": 502}, 503, "AI service temporarily unavailable"),
         (
             {"status": 401, "body": {"error": {"message": "bad key"}}},
-            503,
-            "AI service temporarily unavailable",
+            502,
+            "The AI provider refused this server's API key: its operator must check LLM_API_KEY "
+            "(or GEMINI_API_KEY) (the provider answered HTTP 401)",
         ),
-        ({"status": 429}, 503, "AI service temporarily unavailable"),
+        ({"status": 429}, 503, "The AI service is rate limited; retry later"),
         ({"status": 429, "headers": {"Retry-After": "7"}}, 429, None),
         ({"drop": True}, 503, "AI service temporarily unavailable"),
     ],

@@ -16,8 +16,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from backend.auth.devkeys import load_or_create_dev_key
 from backend.main import create_app
+from backend.web.devtoken import LOGIN_HEADER, login_secret
 from backend.web.playground import ASSETS, STATIC_DIR
+from backend.web.state import STATE_KEY
 from tests.support.app import make_settings, with_lifespan_state
 
 TOKEN_PATH = "/api/dev/token"
@@ -28,7 +31,11 @@ async def reached_at(app: FastAPI, base_url: str) -> AsyncIterator[httpx.AsyncCl
     """A client whose requests reach `app` with `base_url`'s host as the ASGI `server`."""
     async with app.router.lifespan_context(app) as state:
         transport = httpx.ASGITransport(app=with_lifespan_state(app, state))
-        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+        key = load_or_create_dev_key(state[STATE_KEY].settings.data_dir)
+        login = {LOGIN_HEADER: login_secret(key)}  # the secret the start log prints
+        async with httpx.AsyncClient(
+            transport=transport, base_url=base_url, headers=login
+        ) as client:
             yield client
 
 
