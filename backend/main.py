@@ -148,8 +148,14 @@ async def _drain(tasks: set[asyncio.Task[None]], grace_seconds: float = 30.0) ->
         await asyncio.wait(set(tasks), timeout=grace_seconds)
 
 
-def create_app(settings: Settings | None = None, *, model: Model | None = None) -> FastAPI:
-    """Build the app. `model` replaces the configured model (tests pass a scripted one)."""
+def create_app(
+    settings: Settings | None = None, *, model: Model | None = None, serving: bool = False
+) -> FastAPI:
+    """Build the app. `model` replaces the configured model (tests pass a scripted one).
+
+    `serving`: this process exists to serve this app (`backend.main:app`, which `serve` and
+    uvicorn load): its lifespan also tunes the process-wide garbage collector. An app a test
+    builds leaves the process as it found it."""
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
 
@@ -214,10 +220,11 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             stack.callback(purger.cancel)
             stack.push_async_callback(_drain, chat.background)
             await asyncio.to_thread(history.warm_up)
-            # Start-up objects are permanent: keep the collector from rescanning them, and let
-            # young generations grow (a turn allocates many short-lived objects).
-            gc.freeze()
-            gc.set_threshold(20_000, 20, 20)
+            if serving:
+                # Start-up objects are permanent: keep the collector from rescanning them, and
+                # let young generations grow (a turn allocates many short-lived objects).
+                gc.freeze()
+                gc.set_threshold(20_000, 20, 20)
             if settings.uses_remote_model:
                 log.info(
                     "model: %s at %s", settings.model_name, settings.model_base_url or "OpenAI"
@@ -299,6 +306,6 @@ def __getattr__(name: str) -> Any:
     global _app
     if name == "app":
         if _app is None:
-            _app = create_app()
+            _app = create_app(serving=True)
         return _app
     raise AttributeError(name)

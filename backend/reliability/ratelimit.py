@@ -31,6 +31,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -94,29 +95,38 @@ class NoRateLimit:
 # `interval` is then the right upper bound.
 _PG_HIT = text(
     """
-    WITH hit AS (
+    WITH clock AS (SELECT coalesce(to_timestamp(CAST(:at AS double precision)), now()) AS now),
+    hit AS (
         INSERT INTO rate_limits AS r (user_id, budget, tat)
-        VALUES (:uid, :budget, now() + make_interval(secs => :interval))
+        SELECT :uid, :budget, c.now + make_interval(secs => :interval) FROM clock c
         ON CONFLICT (user_id, budget) DO UPDATE
-           SET tat = greatest(r.tat, now()) + make_interval(secs => :interval)
-         WHERE greatest(r.tat, now()) + make_interval(secs => :interval)
-               <= now() + make_interval(secs => :window)
+           SET tat = greatest(r.tat, (SELECT now FROM clock)) + make_interval(secs => :interval)
+         WHERE greatest(r.tat, (SELECT now FROM clock)) + make_interval(secs => :interval)
+               <= (SELECT now FROM clock) + make_interval(secs => :window)
         RETURNING 1
     )
     SELECT EXISTS (SELECT FROM hit) AS allowed,
            coalesce(
-               (SELECT extract(epoch FROM greatest(r.tat, now()) - now())
-                  FROM rate_limits r WHERE r.user_id = :uid AND r.budget = :budget),
+               (SELECT extract(epoch FROM greatest(r.tat, c.now) - c.now)
+                  FROM rate_limits r, clock c WHERE r.user_id = :uid AND r.budget = :budget),
                :window
            ) + :interval - :window AS wait
     """
 )
 
 
+Clock = Callable[[], float]
+"""Seconds since the epoch. The limiters read the database's (or Redis's) clock unless given one:
+tests inject theirs to step through time instead of sleeping."""
+
+
 class PostgresRateLimiter:
-    def __init__(self, autocommit_engine: AsyncEngine, budget: Budget) -> None:
+    def __init__(
+        self, autocommit_engine: AsyncEngine, budget: Budget, clock: Clock | None = None
+    ) -> None:
         self.engine = autocommit_engine  # one statement per hit: it commits on its own
         self.budget = budget
+        self.clock = clock
 
     async def hit(self, user_id: str) -> None:
         params = {
@@ -124,6 +134,7 @@ class PostgresRateLimiter:
             "budget": self.budget.name,
             "interval": self.budget.interval,
             "window": self.budget.window_seconds,
+            "at": self.clock() if self.clock is not None else None,
         }
         async with self.engine.connect() as conn:
             row = (await conn.execute(_PG_HIT, params)).one()
@@ -134,8 +145,11 @@ class PostgresRateLimiter:
 # The same arithmetic in Lua: atomic in Redis, with Redis's own clock. Numbers cross the Lua
 # boundary as strings (Redis truncates Lua numbers to integers).
 _REDIS_GCRA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local now = tonumber(ARGV[3])
+if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
 local interval = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
@@ -151,15 +165,21 @@ return {1, '0'}
 
 
 class RedisRateLimiter:
-    def __init__(self, redis: Any, budget: Budget) -> None:
+    def __init__(self, redis: Any, budget: Budget, clock: Clock | None = None) -> None:
         self.redis = redis
         self.budget = budget
+        self.clock = clock
         self._script = redis.register_script(_REDIS_GCRA)
 
     async def hit(self, user_id: str) -> None:
         key = f"task-assistant:gcra:{self.budget.name}:{user_id}"
         allowed, wait = await self._script(
-            keys=[key], args=[repr(self.budget.interval), repr(self.budget.window_seconds)]
+            keys=[key],
+            args=[
+                repr(self.budget.interval),
+                repr(self.budget.window_seconds),
+                repr(self.clock()) if self.clock is not None else "",
+            ],
         )
         if not int(allowed):
             raise self.budget.refuse(float(wait))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -29,14 +28,34 @@ from tests.support.fakes import redis_up
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
+class Clock:
+    """An injected clock: the limiters read it instead of the database's or Redis's, so a test
+    steps through time instead of sleeping."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
 @pytest.fixture(params=["postgres", "redis"])
 async def make_limiter(
-    request: pytest.FixtureRequest, database_url: str
+    request: pytest.FixtureRequest, database_url: str, clock: Clock
 ) -> AsyncIterator[Callable[[Budget], RateLimiter]]:
-    """A factory of limiters on one backend (Redis is required: CI and this machine run it)."""
+    """A factory of limiters on one backend, on the injected clock (Redis is required: CI and
+    this machine run it)."""
     if request.param == "postgres":
         engine = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
-        yield lambda budget: PostgresRateLimiter(engine, budget)
+        yield lambda budget: PostgresRateLimiter(engine, budget, clock)
         await engine.dispose()
         return
     if not redis_up():
@@ -44,7 +63,7 @@ async def make_limiter(
     import redis.asyncio as redis
 
     client = redis.from_url(REDIS_URL)
-    yield lambda budget: RedisRateLimiter(client, budget)
+    yield lambda budget: RedisRateLimiter(client, budget, clock)
     await client.aclose()
 
 
@@ -61,50 +80,43 @@ async def _hits(limiter: RateLimiter, user: str, n: int) -> list[int | None]:
     return outcomes
 
 
-async def _sleep_until_phase(window: float, phase: float) -> None:
-    """Sleep until wall time modulo `window` equals `phase` (where the old fixed windows met)."""
-    await asyncio.sleep((phase - time.time() % window) % window)
-
-
 async def test_no_burst_of_twice_the_limit_across_a_window_boundary(
-    make_limiter: Callable[[Budget], RateLimiter],
+    make_limiter: Callable[[Budget], RateLimiter], clock: Clock
 ) -> None:
     # The old fixed windows reset at multiples of the window: a full burst just before the
     # boundary and another just after got 2 x limit through in well under a second.
     limit, window = 10, 2.0
     limiter = make_limiter(Budget("chat", limit, window, "messages"))
     user = f"u-{uuid.uuid4().hex}"
-    await _sleep_until_phase(window, window - 0.3)
-    started = time.monotonic()
+    clock.now -= clock.now % window - (window - 0.3)  # 0.3 s before an old window boundary
     before = await _hits(limiter, user, limit)
-    await _sleep_until_phase(window, 0.05)
+    clock.advance(0.35)  # 0.05 s after it
     after = await _hits(limiter, user, limit)
-    elapsed = time.monotonic() - started
-    accepted = (before + after).count(None)
     assert before == [None] * limit
-    # A burst of `limit`, then one per window/limit seconds: 10 + (about 0.35 s / 0.2 s).
-    assert accepted <= limit + int(elapsed / (window / limit)) + 1
-    assert accepted < 2 * limit - 5
+    # A burst of `limit`, then one per window/limit seconds: 10 + 0.35 s / 0.2 s.
+    assert (before + after).count(None) == limit + 1
     assert {wait for wait in after if wait is not None} == {1}  # the next one is < 1 s away
 
 
 async def test_sustained_rate_after_the_burst(
-    make_limiter: Callable[[Budget], RateLimiter],
+    make_limiter: Callable[[Budget], RateLimiter], clock: Clock
 ) -> None:
     limiter = make_limiter(Budget("write", 3, 3.0, "changes"))
     user = f"u-{uuid.uuid4().hex}"
     assert await _hits(limiter, user, 5) == [None, None, None, 1, 1]
-    await asyncio.sleep(1.2)  # one interval (1 s) later exactly one more request fits
+    clock.advance(0.9)  # not yet one interval (1 s) later
+    assert await _hits(limiter, user, 1) == [1]
+    clock.advance(0.2)  # one interval later exactly one more request fits
     assert await _hits(limiter, user, 2) == [None, 1]
 
 
 async def test_refused_requests_do_not_push_the_limit_further(
-    make_limiter: Callable[[Budget], RateLimiter],
+    make_limiter: Callable[[Budget], RateLimiter], clock: Clock
 ) -> None:
     limiter = make_limiter(Budget("read", 2, 2.0, "requests"))
     user = f"u-{uuid.uuid4().hex}"
     assert await _hits(limiter, user, 20) == [None, None] + [1] * 18
-    await asyncio.sleep(2.1)  # a hammering client is not locked out for longer
+    clock.advance(2.1)  # a hammering client is not locked out for longer
     assert await _hits(limiter, user, 3) == [None, None, 1]
 
 
@@ -127,20 +139,20 @@ async def test_postgres_and_redis_agree(database_url: str) -> None:
     engine = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
     client = redis.from_url(REDIS_URL)
     budget = Budget("chat", 4, 2.0, "messages")  # one request every 0.5 s, bursts of 4
-    script = [(0.0, 6), (0.6, 2), (1.1, 3), (2.2, 6)]
+    script = [(0.0, 6), (0.625, 2), (1.125, 3), (2.25, 6)]  # binary fractions: exact sums
     try:
 
-        async def run(limiter: RateLimiter) -> list[list[int | None]]:
-            user = f"u-{uuid.uuid4().hex}"
+        async def run(make: Callable[[Clock], RateLimiter]) -> list[list[int | None]]:
+            user, clock = f"u-{uuid.uuid4().hex}", Clock()
+            limiter = make(clock)
             results = []
             for pause, n in script:
-                await asyncio.sleep(pause)
+                clock.advance(pause)
                 results.append(await _hits(limiter, user, n))
             return results
 
-        on_postgres, on_redis = await asyncio.gather(
-            run(PostgresRateLimiter(engine, budget)), run(RedisRateLimiter(client, budget))
-        )
+        on_postgres = await run(lambda clock: PostgresRateLimiter(engine, budget, clock))
+        on_redis = await run(lambda clock: RedisRateLimiter(client, budget, clock))
     finally:
         await client.aclose()
         await engine.dispose()

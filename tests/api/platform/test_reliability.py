@@ -196,16 +196,22 @@ async def test_crashed_turn_claim_expires(
         async with engine.begin() as conn:  # what a killed process leaves behind
             await conn.execute(
                 text(
-                    "UPDATE conversations SET active_turn = gen_random_uuid(), active_turn_expires_at = now() + interval '1 second' WHERE id = :c"
+                    "UPDATE conversations SET active_turn = gen_random_uuid(), active_turn_expires_at = now() + interval '1 minute' WHERE id = :c"
                 ),
                 {"c": cid},
             )
-        await engine.dispose()
         r = await client.post(
             "/api/chat", json={"message": "y", "conversation_id": cid}, headers=alice
         )
         assert r.status_code == 409
-        await asyncio.sleep(1.2)
+        async with engine.begin() as conn:  # the minute passes: the dead turn's claim lapses
+            await conn.execute(
+                text(
+                    "UPDATE conversations SET active_turn_expires_at = now() - interval '1 ms' WHERE id = :c"
+                ),
+                {"c": cid},
+            )
+        await engine.dispose()
         r = await client.post(
             "/api/chat", json={"message": "y", "conversation_id": cid}, headers=alice
         )
