@@ -263,10 +263,16 @@ _OUTPUT = """
     result AS (SELECT {result} AS raw FROM task),
     output AS (
         SELECT CASE WHEN length(raw) <= :max_output THEN raw
-                    ELSE '{{"truncated":' || 'true,"output":'
-                         || CAST(to_json(left(raw, GREATEST(:max_output - 64, 0))) AS text) || '}}'
-               END AS text
-          FROM result
+                    WHEN length(cut.first) <= :max_output THEN cut.first
+                    ELSE cut.short END AS text
+          FROM result, LATERAL (
+              SELECT '{{"truncated":' || 'true,"output":'
+                     || CAST(to_json(left(raw, GREATEST(:max_output - 64, 0))) AS text) || '}}'
+                     AS first,
+                     '{{"truncated":' || 'true,"output":'
+                     || CAST(to_json(left(raw, GREATEST(:max_output - 64, 0) / 6)) AS text)
+                     || '}}' AS short
+          ) AS cut
     )"""
 _GIVEN_OUTPUT = "output(text) AS (SELECT CAST(:output AS text))"
 

@@ -167,7 +167,13 @@ def cap_output(result: dict[str, Any], max_chars: int = MAX_OUTPUT_CHARS) -> dic
         capped = _task_page(result, tasks[:low], count)
         if len(orjson.dumps(capped).decode()) <= max_chars:
             return capped
-    return {"truncated": True, "output": encoded.decode()[: max(0, max_chars - 64)]}
+    text, keep = encoded.decode(), max(0, max_chars - 64)
+    capped = {"truncated": True, "output": text[:keep]}
+    if len(orjson.dumps(capped).decode()) > max_chars:
+        # Quotes and control characters grow when the cut text is encoded again (to at most 6
+        # characters each): keep a sixth, which always fits.
+        capped["output"] = text[: keep // 6]
+    return capped
 
 
 def _task_page(result: dict[str, Any], tasks: list[Any], count: int) -> dict[str, Any]:

@@ -186,13 +186,6 @@ def test_a_tasks_field_that_is_not_a_list_is_truncated_like_any_result() -> None
     assert "tasks" not in capped
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cap_output cuts the JSON text to max_chars - 64 characters before re-encoding it: "
-    'every quote in the cut text becomes \\" , so a result of many short strings comes out '
-    "over max_chars (1,431 characters for max_chars=1000), breaking its docstring's promise "
-    "and MAX_TOOL_OUTPUT_CHARS",
-)
 def test_a_truncated_result_is_within_the_limit_even_when_its_json_is_all_quotes() -> None:
     capped = cap_output({"words": ["a"] * 2000}, 1000)
     assert capped["truncated"] is True

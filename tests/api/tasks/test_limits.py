@@ -204,6 +204,12 @@ async def test_write_results_are_the_text_orjson_gives(engine: AsyncEngine) -> N
     full = {**expected, "description": "d" * 2000}
     assert capped == orjson.dumps(cap_output(full, 1000)).decode()
     assert orjson.loads(capped)["truncated"] is True and len(capped) <= 1000
+    # quotes grow when the cut text is encoded again: SQL cuts them exactly as cap_output does
+    quoted = {"task_id": str(task_id), "description": '"' * 2000}
+    capped = await run_action(engine, "update_task", "dora", quoted, max_output_chars=1000)
+    full = {**expected, "description": '"' * 2000}
+    assert capped == orjson.dumps(cap_output(full, 1000)).decode()
+    assert orjson.loads(capped)["truncated"] is True and len(capped) <= 1000
     done = await run_action(engine, "complete_task", "dora", {"task_id": task_id})
     assert orjson.loads(done) == {"task_id": task_id, "status": "completed", "title": title}
     gone = await run_action(engine, "delete_task", "dora", {"task_id": task_id})
