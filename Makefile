@@ -79,7 +79,7 @@ example-test: install
 	$(BIN)/python examples/nextjs/e2e/run.py
 
 # Container image (Containerfile) built with buildah, no daemon or registry: see docs/deploy.md.
-# `image` makes a Debian bookworm base with debootstrap once (.image-cache/), then builds; it is
+# `image` makes a Debian bookworm base with debootstrap once (~/.cache/task-assistant-image), then builds; it is
 # skipped when nothing that goes into the image changed. `image-test` runs the image against the
 # PostgreSQL on 127.0.0.1:5432 (a fresh database): migrate, serve, a chat turn, SIGTERM. As root.
 .PHONY: image image-test

@@ -5,7 +5,8 @@
 # is reachable on the machines this was written on, so this script first makes a local stand-in
 # for that image from Debian's own packages: debootstrap (minbase) bookworm with python3 and
 # python3-venv (Python 3.11, as in the official image), imported with buildah as
-# $BASE_NAME. The root filesystem tarball is kept in .image-cache/ and the base image in buildah's
+# $BASE_NAME. The root filesystem tarball is kept in ~/.cache/task-assistant-image/ (IMAGE_CACHE;
+# outside the checkout, so a fresh clone on the same machine reuses it) and the base image in buildah's
 # storage, so only the first run pays for debootstrap.
 #
 # Environment (all optional):
@@ -21,7 +22,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/../.."
 IMAGE=${IMAGE:-localhost/task-assistant:latest}
-CACHE=${IMAGE_CACHE:-.image-cache}
+CACHE=${IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/task-assistant-image}
 BASE_NAME=${BASE_NAME:-localhost/task-assistant-base:bookworm}
 read -r -a BUILDAH <<<"${BUILDAH:-buildah --storage-driver vfs}"
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
