@@ -148,6 +148,20 @@ _RECORDED_TURN = text(
 ).bindparams(bindparam("turn", type_=Uuid))
 
 
+def _turn_rows(
+    user_id: str, conversation_id: uuid.UUID, turn: uuid.UUID, user_row: int | None, reply_row: int
+) -> dict[str, Any]:
+    """The parameters naming a turn's rows (a turn that answers a stored message has no user row
+    of its own: its reply stands in)."""
+    return {
+        "cid": conversation_id,
+        "uid": user_id,
+        "turn": turn,
+        "user_row": user_row if user_row is not None else reply_row,
+        "reply": reply_row,
+    }
+
+
 async def finish_turn(
     engine: AsyncEngine,
     *,
@@ -164,11 +178,7 @@ async def finish_turn(
 ) -> None:
     """Write the reply, show the turn, release the claim. 404 if the conversation was deleted."""
     params = {
-        "cid": conversation_id,
-        "uid": user_id,
-        "turn": turn,
-        "user_row": user_row if user_row is not None else reply_row,
-        "reply": reply_row,
+        **_turn_rows(user_id, conversation_id, turn, user_row, reply_row),
         "reply_text": reply,
         "reply_tokens": reply_tokens,
         "tool_calls": tool_calls or None,
@@ -190,14 +200,7 @@ async def interrupt_turn(
     note: str = INTERRUPTED_NOTE,
 ) -> RecordedTurn | None:
     """End a failed turn and release the claim; what it left if its tools had committed something."""
-    params = {
-        "cid": conversation_id,
-        "uid": user_id,
-        "turn": turn,
-        "user_row": user_row if user_row is not None else reply_row,
-        "reply": reply_row,
-        "note": note,
-    }
+    params = {**_turn_rows(user_id, conversation_id, turn, user_row, reply_row), "note": note}
     async with engine.connect() as conn:
         if created:
             dropped = await conn.execute(_DROP_UNLISTED, params)

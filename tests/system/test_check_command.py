@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from bench.stub_llm import StubLLM
+from tests.support.stub_llm import StubLLM
 
 from bench.env import isolated_env
 from tests.api.chat.test_provider_faults import API_KEY

@@ -8,37 +8,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from backend.main import create_app
-from tests.support.app import make_settings, running_app
+from tests.api.chat.conftest import StubApp
 from tests.support.stub_llm import StubLLM
 
 SIGNATURE = {"google": {"thought_signature": "c2lnbmF0dXJl"}}
 
 
-@pytest.fixture(params=[False, True], ids=["plain", "streamed"])
-def streamed(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
-
-
 @pytest.fixture
-async def client(
-    database_url: str, data_dir: Path, stub: StubLLM
-) -> AsyncIterator[httpx.AsyncClient]:
-    settings = make_settings(
-        database_url,
-        data_dir,
-        llm_base_url=stub.base_url,
-        llm_api_key="test-key",
-        llm_model="gemini-3-pro",  # thought signatures are sent back to gemini-* models only
-        llm_max_retries=0,
-    )
-    async with running_app(create_app(settings)) as client:
+async def client(stub_app: StubApp) -> AsyncIterator[httpx.AsyncClient]:
+    async with stub_app(
+        llm_model="gemini-3-pro"
+    ) as client:  # thought signatures are sent back to gemini-* models only
         yield client
 
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from bench.stub_llm import StubLLM
+from tests.support.stub_llm import StubLLM
 
 from backend.core.errors import ProviderError
 from backend.core.logging import EscapingFormatter
-from backend.main import create_app
-from tests.support.app import make_settings, running_app
+from tests.api.chat.conftest import StubApp
+from tests.support.app import make_settings
 
 API_KEY = "sk-test-0123456789"
 
@@ -26,24 +26,9 @@ API_KEY = "sk-test-0123456789"
 FORGING_SUB = 'evil" user=root'
 
 
-@pytest.fixture(params=[False, True], ids=["plain", "streamed"])
-def streamed(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
-
-
 @pytest.fixture
-async def client(
-    database_url: str, data_dir: Path, stub: StubLLM
-) -> AsyncIterator[httpx.AsyncClient]:
-    settings = make_settings(
-        database_url,
-        data_dir,
-        llm_base_url=stub.base_url,
-        llm_api_key=API_KEY,
-        llm_model="stub-model",
-        llm_max_retries=0,
-    )
-    async with running_app(create_app(settings)) as client:
+async def client(stub_app: StubApp) -> AsyncIterator[httpx.AsyncClient]:
+    async with stub_app(llm_api_key=API_KEY) as client:
         yield client
 
 
