@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.support.stub_llm import StubLLM
 
 from bench.env import isolated_env
 from tests.api.chat.test_provider_faults import API_KEY
 from tests.support import ROOT
+from tests.support.stub_llm import StubLLM
 
 
 async def check(env: dict[str, str]) -> tuple[int, list[str]]:

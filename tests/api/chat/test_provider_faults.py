@@ -13,12 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support.stub_llm import StubLLM
 
 from backend.core.errors import ProviderError
 from backend.core.logging import EscapingFormatter
 from tests.api.chat.conftest import StubApp
 from tests.support.app import make_settings
+from tests.support.stub_llm import StubLLM
 
 API_KEY = "sk-test-0123456789"
 
