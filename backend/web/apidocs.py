@@ -196,8 +196,9 @@ def _chatkit_schemas() -> dict[str, Any]:
     made["ChatKitJSONAnswer"] = {
         "description": "ChatKit's JSON answer: `threads.get_by_id` and `threads.update` answer "
         "a thread (its first page of items), `threads.list` a page of threads (no items), "
-        "`items.list` a page of items, `threads.delete` an empty object.",
-        "oneOf": [*made["ChatKitJSONAnswer"]["anyOf"], {"$ref": f"{_REF}ChatKitEmpty"}],
+        "`items.list` a page of items, `threads.delete` an empty object. (`anyOf`: an empty "
+        "page is both kinds of page.)",
+        "anyOf": [*made["ChatKitJSONAnswer"]["anyOf"], {"$ref": f"{_REF}ChatKitEmpty"}],
     }
     made["ChatKitEmpty"] = {"type": "object", "maxProperties": 0, "description": "Nothing."}
     made["ChatKitThreadStreamEvent"]["description"] = (
