@@ -5,9 +5,12 @@ The pages load their scripts and styles from this app (`/docs/assets/…`, the f
 middleware sends for them (no inline script: the Swagger UI start-up is `swagger-init.js`).
 
 FastAPI derives most of the schema from the routes. `openapi()` here adds what it cannot see:
-the `/mcp` endpoint (mounted as a plain ASGI route), the ChatKit request schema (a pydantic union
-from `chatkit.types`, validated by hand in the router), and the `X-Request-ID` header that the
-middleware puts on every response.
+the `/mcp` endpoint (mounted as a plain ASGI route), the streamed chat events (`ChatStreamEvent`,
+one schema per event, chosen by `type`), ChatKit's schemas (the request union from
+`chatkit.types`, validated by hand in the router, its JSON answers and its stream events), and
+the `X-Request-ID` header that the middleware puts on every response. Last, it states which keys
+a body must have in the terms code generators read (`_settle_defaults`): the contract that
+tests/contract/usage.ts compiles against.
 """
 
 from __future__ import annotations
