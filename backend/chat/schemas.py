@@ -16,7 +16,11 @@ class ChatRequest(BaseModel):
     conversation_id: uuid.UUID | None = Field(
         default=None, description="Continue this conversation; null starts a new one."
     )
-    stream: bool = Field(default=False, description="Answer as Server-Sent Events.")
+    stream: bool = Field(
+        default=False,
+        description="Answer as Server-Sent Events, the events of `POST /api/chat/stream` "
+        "(which streams whatever this says).",
+    )
 
 
 class ToolCall(BaseModel):

@@ -5,28 +5,39 @@ The pages load their scripts and styles from this app (`/docs/assets/…`, the f
 middleware sends for them (no inline script: the Swagger UI start-up is `swagger-init.js`).
 
 FastAPI derives most of the schema from the routes. `openapi()` here adds what it cannot see:
-the `/mcp` endpoint (mounted as a plain ASGI route), the ChatKit request schema (a pydantic union
-from `chatkit.types`, validated by hand in the router), and the `X-Request-ID` header that the
-middleware puts on every response.
+the `/mcp` endpoint (mounted as a plain ASGI route), the streamed chat events (`ChatStreamEvent`,
+one schema per event, chosen by `type`), ChatKit's schemas (the request union from
+`chatkit.types`, validated by hand in the router, its JSON answers and its stream events), and
+the `X-Request-ID` header that the middleware puts on every response. Last, it states which keys
+a body must have in the terms code generators read (`_settle_defaults`): the contract that
+tests/contract/usage.ts compiles against.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from html import escape
-from typing import Any
+from typing import Any, Literal
 
-from chatkit.types import ChatKitReq
+from chatkit.types import ChatKitReq, Page, Thread, ThreadItem, ThreadStreamEvent
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema
 from starlette.staticfiles import StaticFiles
 
+from backend.chat.events import ChatStreamEvent
 from backend.tasks.registry import ACTIONS
 from backend.web.errors import error_responses_schema
 
 ASSETS = "/docs/assets"
-CHATKIT_REQUEST_REF = "#/components/schemas/ChatKitReq"
+_REF = "#/components/schemas/"
+CHATKIT_REQUEST_REF = f"{_REF}ChatKitReq"
+CHATKIT_ANSWER_REF = f"{_REF}ChatKitJSONAnswer"
+CHATKIT_STREAM_EVENT_REF = f"{_REF}ChatKitThreadStreamEvent"
+STREAM_EVENT_REF = f"{_REF}ChatStreamEvent"
+"""The streamed chat events' union (`chat.events.ChatStreamEvent`)."""
 
 IDEMPOTENCY_KEY: dict[str, Any] = {
     "name": "Idempotency-Key",
@@ -122,26 +133,150 @@ def install_api_docs(app: FastAPI) -> None:
 
 def _finish(schema: dict[str, Any]) -> dict[str, Any]:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components.update(_chatkit_schemas())
+    _add(components, _event_schemas())
+    _add(components, _chatkit_schemas())
     schema["paths"]["/mcp"] = _mcp_path()
     for path in schema["paths"].values():
         for operation in path.values():
             for response in operation.get("responses", {}).values():
                 response.setdefault("headers", {}).setdefault("X-Request-ID", _REQUEST_ID)
+    _settle_defaults(schema)
     return schema
 
 
+def _add(components: dict[str, Any], parts: dict[str, Any]) -> None:
+    """Add schemas; one already there (FastAPI's `ChatResponse`, say) must be the same."""
+    for name, part in parts.items():
+        if components.setdefault(name, part) != part:
+            raise RuntimeError(f"two different OpenAPI schemas named {name}")
+
+
+def _event_schemas() -> dict[str, Any]:
+    """`ChatStreamEvent`, the union of the streamed chat events, and one schema per event."""
+    schema = TypeAdapter[Any](ChatStreamEvent).json_schema(
+        mode="serialization", ref_template="#/components/schemas/{model}"
+    )
+    parts = schema.pop("$defs", {})
+    schema["description"] = (
+        "One event of a streamed chat turn (`POST /api/chat/stream`), by `type`."
+    )
+    return {**parts, STREAM_EVENT_REF[len(_REF) :]: schema}
+
+
+class _ChatKitNames(GenerateJsonSchema):
+    """Short names for chatkit.types' generic pages: `Page[Thread]` and `Page[ThreadItem]`."""
+
+    def normalize_name(self, name: str) -> str:
+        if name == "Page[Thread]":
+            return "ThreadPage"
+        if name.startswith("Page[Annotated[Union[UserMessageItem"):
+            return "ItemPage"
+        return super().normalize_name(name)
+
+
+_ChatKitInput = tuple[str, Literal["validation", "serialization"], Any]
+
+
 def _chatkit_schemas() -> dict[str, Any]:
-    """ChatKit's request union and its parts, as `ChatKit…` components (no name clashes)."""
+    """ChatKit's request union, its JSON answers and its stream events, with their parts, as
+    `ChatKit…` components (no name clashes with ours)."""
+    inputs: list[_ChatKitInput] = [
+        ("ChatKitReq", "validation", ChatKitReq),
+        ("ChatKitJSONAnswer", "serialization", Thread | Page[Thread] | Page[ThreadItem]),
+        ("ChatKitThreadStreamEvent", "serialization", ThreadStreamEvent),
+    ]
     with warnings.catch_warnings():
         # A generic default (`~TType`) in chatkit.types has no JSON form; it is left out.
         warnings.simplefilter("ignore")
-        schema = TypeAdapter[Any](ChatKitReq).json_schema(
-            ref_template="#/components/schemas/ChatKit{model}"
+        by_key, defs = _ChatKitNames(ref_template=_REF + "ChatKit{model}").generate_definitions(
+            [(name, mode, TypeAdapter[Any](kind).core_schema) for name, mode, kind in inputs]
         )
-    parts = {f"ChatKit{name}": part for name, part in schema.pop("$defs", {}).items()}
-    schema["description"] = "A ChatKit request (`chatkit.types.ChatKitReq`), chosen by `type`."
-    return {**parts, "ChatKitReq": schema}
+    parts = {f"ChatKit{name}": part for name, part in defs.items()}
+    made = {name: by_key[(name, mode)] for name, mode, _ in inputs}
+    made["ChatKitReq"]["description"] = (
+        "A ChatKit request (`chatkit.types.ChatKitReq`), chosen by `type`."
+    )
+    made["ChatKitJSONAnswer"] = {
+        "description": "ChatKit's JSON answer: `threads.get_by_id` and `threads.update` answer "
+        "a thread (its first page of items), `threads.list` a page of threads (no items), "
+        "`items.list` a page of items, `threads.delete` an empty object. (`anyOf`: an empty "
+        "page is both kinds of page.)",
+        "anyOf": [*made["ChatKitJSONAnswer"]["anyOf"], {"$ref": f"{_REF}ChatKitEmpty"}],
+    }
+    made["ChatKitEmpty"] = {"type": "object", "maxProperties": 0, "description": "Nothing."}
+    made["ChatKitThreadStreamEvent"]["description"] = (
+        "One streamed ChatKit event (`chatkit.types.ThreadStreamEvent`), chosen by `type`."
+    )
+    return {**parts, **made}
+
+
+def _refs(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["$ref"][len(_REF) :]} if str(node.get("$ref", "")).startswith(_REF) else set()
+        return found.union(*(_refs(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_refs(v) for v in node))
+    return set()
+
+
+def _reachable(components: dict[str, Any], start: set[str]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(start)
+    while todo:
+        name = todo.pop()
+        if name not in seen and name in components:
+            seen.add(name)
+            todo.extend(_refs(components[name]))
+    return seen
+
+
+def _nullable(prop: dict[str, Any]) -> bool:
+    kinds = [prop, *prop.get("anyOf", []), *prop.get("oneOf", [])]
+    return any(k.get("type") == "null" or "null" in (k.get("type") or []) for k in kinds)
+
+
+def _settle_defaults(schema: dict[str, Any]) -> None:
+    """Say which keys a body must have, in the terms generators read.
+
+    openapi-typescript (7, by default) types a property that has a `default` as always present.
+    True of an answer, not of a request: there a defaulted property may be left out. So in the
+    schemas requests use, `default` moves to the description and to `examples`, except for a
+    constant (ChatKit's `type`), which becomes required, as the discriminator needs it. In the
+    answers, a `default: null` is dropped (the key may be missing), and in ChatKit's answers,
+    which leave out every None, each key that cannot be null is required.
+    """
+    components = schema["components"]["schemas"]
+    operations = [op for path in schema["paths"].values() for op in path.values()]
+    requests = _reachable(components, _refs([op.get("requestBody") for op in operations]))
+    chatkit_answers = _reachable(
+        components, {CHATKIT_ANSWER_REF[len(_REF) :], CHATKIT_STREAM_EVENT_REF[len(_REF) :]}
+    )
+    for name, part in components.items():
+        props: dict[str, Any] = part.get("properties", {})
+        required: list[str] = part.setdefault("required", [])
+        for key, prop in props.items():
+            if name in requests:
+                if "default" not in prop:
+                    continue
+                default = prop.pop("default")
+                if prop.get("const", default) == default and "const" in prop:
+                    required.append(key) if key not in required else None
+                    continue
+                if default is None:  # optional and nullable says it all
+                    continue
+                note = f"Default: `{json.dumps(default)}`."
+                prop["description"] = (
+                    f"{prop['description']} {note}" if "description" in prop else note
+                )
+                prop.setdefault("examples", [default])
+            elif name in chatkit_answers:
+                prop.pop("default", None)
+                if not _nullable(prop) and key not in required:
+                    required.append(key)
+            elif prop.get("default", ...) is None and key not in required:
+                del prop["default"]
+        if not required:
+            del part["required"]
 
 
 # The example call: the action that creates a task from a title (first in the registry).

@@ -10,8 +10,10 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from backend.auth.user import User
 from backend.chat import conversations as service
 from backend.chat import turn
+from backend.chat.runtime import ChatRuntime
 from backend.chat.schemas import (
     ChatRequest,
     ChatResponse,
@@ -23,7 +25,7 @@ from backend.chat.schemas import (
 )
 from backend.core.errors import Forbidden
 from backend.reliability.idempotency import Replay
-from backend.web.apidocs import IDEMPOTENCY_KEY
+from backend.web.apidocs import IDEMPOTENCY_KEY, STREAM_EVENT_REF
 from backend.web.deps import ChatDep, CurrentUser, RateLimitedUser, counted_chat_turn
 from backend.web.errors import error_responses
 from backend.web.limits import claim_idempotency_key, limit_reads, limit_writes, replay_response
@@ -35,9 +37,10 @@ _CHAT_ERRORS = error_responses(404, 409, 413, 429, 502, 504)
 
 _STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "The reply; with `stream: true` or `Accept: text/event-stream`, Server-Sent Events "
-        "(`conversation`, `text.delta`, `tool_call`, `tool_result`, then `done` or `error`).",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "description": "Server-Sent Events: each `data:` line is one JSON event, chosen by `type`: "
+        "`conversation` first, then `text.delta`, `tool_call` and `tool_result` as they happen, "
+        "and last `done` (the answer `POST /api/chat` gives) or `error`.",
+        "content": {"text/event-stream": {"schema": {"$ref": STREAM_EVENT_REF}}},
     }
 }
 
@@ -56,7 +59,7 @@ def _sse(batches: AsyncIterator[list[dict[str, Any]]]) -> AsyncIterator[bytes]:
     "/chat",
     response_model=ChatResponse,
     tags=["chat"],
-    responses={**_CHAT_ERRORS, **_STREAM_DOC},
+    responses=_CHAT_ERRORS,
     openapi_extra={"parameters": [IDEMPOTENCY_KEY]},
 )
 async def chat(body: ChatRequest, user: RateLimitedUser, request: Request, runtime: ChatDep) -> Any:
@@ -64,8 +67,37 @@ async def chat(body: ChatRequest, user: RateLimitedUser, request: Request, runti
 
     Send `Idempotency-Key` to make retries safe: a repeat returns the first answer (or, if that
     turn was interrupted, the turn as recorded) and never runs a tool twice.
+
+    With `stream: true` or `Accept: text/event-stream` the answer is the event stream of
+    `POST /api/chat/stream` instead (documented there, so that this operation has one answer type).
     """
     streaming = body.stream or "text/event-stream" in request.headers.get("accept", "")
+    return await _answer(body, user, request, runtime, streaming=streaming)
+
+
+@router.post(
+    "/chat/stream",
+    tags=["chat"],
+    response_class=Response,  # no JSON body to document: the 200 is the event stream alone
+    responses={**_CHAT_ERRORS, **_STREAM_DOC},
+    openapi_extra={"parameters": [IDEMPOTENCY_KEY]},
+)
+async def chat_stream(
+    body: ChatRequest, user: RateLimitedUser, request: Request, runtime: ChatDep
+) -> Response:
+    """`POST /api/chat`, answered as Server-Sent Events (whatever `stream` says).
+
+    Errors found before the turn starts (invalid input, unknown conversation, rate limit, a turn
+    already running) are HTTP errors, as for `POST /api/chat`; once the stream has started, a
+    failure is its last event, `error`. A repeat with the same `Idempotency-Key` streams the
+    recorded answer (`conversation`, then `done`).
+    """
+    return await _answer(body, user, request, runtime, streaming=True)
+
+
+async def _answer(
+    body: ChatRequest, user: User, request: Request, runtime: ChatRuntime, *, streaming: bool
+) -> Any:
     claim = await claim_idempotency_key(
         request, user, body, turn_id=uuid.uuid4(), wait=not streaming
     )
@@ -109,13 +141,14 @@ def _stream(
     "/{user_id}/chat",
     response_model=ChatResponse,
     tags=["chat"],
-    responses={**_CHAT_ERRORS, **_STREAM_DOC, **error_responses(403)},
+    responses={**_CHAT_ERRORS, **error_responses(403)},
     openapi_extra={"parameters": [IDEMPOTENCY_KEY]},
 )
 async def chat_for_user(
     user_id: str, body: ChatRequest, user: CurrentUser, request: Request, runtime: ChatDep
 ) -> ChatResponse:
-    """The same as `POST /api/chat`, for frontends that put the user id in the path."""
+    """The same as `POST /api/chat` (`stream: true` streams too), for frontends that put the
+    user id in the path."""
     if user_id != user.id:
         raise Forbidden("The user in the path is not the token's user")
     return await chat(

@@ -45,7 +45,11 @@ from backend.chatkit.limits import check_request
 from backend.chatkit.server import start_turn
 from backend.chatkit.store import AttachmentsNotSupported
 from backend.core.errors import BadRequest, NotFound
-from backend.web.apidocs import CHATKIT_REQUEST_REF
+from backend.web.apidocs import (
+    CHATKIT_ANSWER_REF,
+    CHATKIT_REQUEST_REF,
+    CHATKIT_STREAM_EVENT_REF,
+)
 from backend.web.deps import ChatDep, ChatKitDep, CurrentUser, SettingsDep
 from backend.web.errors import error_responses
 from backend.web.limits import chat_rate_limit, limit_reads, limit_writes
@@ -88,8 +92,8 @@ class ThreadNotFound(NotFound):
             "`ThreadStreamEvent`s) for `threads.create`, `threads.add_user_message` and "
             "`threads.retry_after_item`",
             "content": {
-                "application/json": {"schema": {"type": "object"}},
-                "text/event-stream": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"$ref": CHATKIT_ANSWER_REF}},
+                "text/event-stream": {"schema": {"$ref": CHATKIT_STREAM_EVENT_REF}},
             },
         },
         **error_responses(400, 404, 409, 413, 422, 429),

@@ -132,7 +132,7 @@ def test_specific_documentation_gaps_are_closed(offline_app: FastAPI) -> None:
 
     for method, path in (("post", "/api/tasks"), ("patch", "/api/tasks/{task_id}")):
         assert "413" in paths[path][method]["responses"]
-    for path in ("/api/tasks", "/api/chat"):
+    for path in ("/api/tasks", "/api/chat", "/api/chat/stream"):
         names = [p["name"] for p in paths[path]["post"].get("parameters", [])]
         assert "Idempotency-Key" in names
 
