@@ -10,10 +10,11 @@ request's state, where `caller` reads it back.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from mcp.server.mcpserver import Context, MCPServer
@@ -55,8 +56,21 @@ def caller(ctx: McpContext) -> User:
     return user
 
 
-def _tool(action: Action, runtime: McpRuntime) -> Tool:
+class TaskMCPServer(MCPServer):
+    """The MCP server with what its tools need from the process."""
+
+    def __init__(self, runtime: McpRuntime, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.runtime = runtime
+
+
+@functools.cache
+def _tool(action: Action) -> Tool:
+    """Built once per action and process (pydantic models per tool are costly; every app of a
+    test run shares them): the runtime comes from the server serving the call."""
+
     async def run(ctx: McpContext, **arguments: Any) -> CallToolResult:
+        runtime: McpRuntime = cast(TaskMCPServer, ctx.mcp_server).runtime
         try:
             user = caller(ctx)
             call = Call(action.name, action.arguments(arguments), {})
@@ -98,13 +112,14 @@ def _tool(action: Action, runtime: McpRuntime) -> Tool:
 
 def build_mcp_server(name: str, version: str, runtime: McpRuntime) -> MCPServer:
     """A fresh server per app: its session manager can run only once (started in the lifespan)."""
-    server: MCPServer = MCPServer(
+    server = TaskMCPServer(
+        runtime,
         name=name,
         version=version,
         instructions=(
             "Manage the signed-in user's to-do list: add, list, complete, update and delete tasks."
         ),
-        tools=[_tool(action, runtime) for action in registry.ACTIONS.values()],
+        tools=[_tool(action) for action in registry.ACTIONS.values()],
     )
     # Stateless with JSON responses: no session to keep, so any replica can answer any request.
     server.streamable_http_app(
