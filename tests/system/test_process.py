@@ -136,7 +136,9 @@ def test_sigterm_stops_embedded_postgres_and_a_second_server_fails_fast(
     lines = second.stderr.strip().splitlines()
     assert lines[-1].startswith("error: the embedded PostgreSQL in"), second.stderr
     assert f"pid {first.pid}" in lines[-1]
-    assert time.monotonic() - started < 30
+    assert (
+        time.monotonic() - started < 120
+    )  # fails at once, never waits on a lock (loose: CI is shared)
     # ...and the first server's database is untouched.
     assert httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).status_code == 200
 
@@ -176,6 +178,8 @@ def test_taken_port_fails_before_postgres_starts(tmp_path: Path) -> None:
         result.stderr.strip()
         == f"error: 127.0.0.1:{port} is already in use (another server running?)"
     )
-    assert time.monotonic() - started < 30
+    assert (
+        time.monotonic() - started < 120
+    )  # fails at once, never waits on a lock (loose: CI is shared)
     assert not (tmp_path / "pg").exists(), "nothing should start before the port is known free"
     assert os.listdir(tmp_path) == []
