@@ -7,18 +7,20 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-import psycopg
 import pytest
-from fastapi import FastAPI
 
 from backend.auth.devkeys import load_or_create_dev_key, mint_token
-from backend.core.config import Settings, normalize_database_url
-from backend.main import create_app
-from tests.support.app import make_settings, running_app
-from tests.support.db import create_database, drop_database, server_url
+
+if TYPE_CHECKING:
+    import httpx
+    from fastapi import FastAPI
+
+    from backend.core.config import Settings
+
+# The app's modules are imported by the fixtures that need them: the unit tier never pays for
+# importing the whole web stack.
 
 # Nothing from the developer's shell or .env may point the tests at a real model or database.
 for _var in list(os.environ):
@@ -37,7 +39,9 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Async URL of a freshly created, migrated database (dropped at the end)."""
+    from backend.core.config import normalize_database_url
     from backend.server.cli import migrate
+    from tests.support.db import create_database, drop_database, server_url
 
     server = server_url(tmp_path_factory.mktemp("pg"))
     url, name = create_database(server)
@@ -50,12 +54,16 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def settings(database_url: str, data_dir: Path) -> Settings:
+    from tests.support.app import make_settings
+
     return make_settings(database_url, data_dir)
 
 
 @pytest.fixture(scope="session")
 def _truncate(database_url: str) -> Iterator[Callable[[], None]]:
     """Empties every table of the worker's database: one statement on one kept connection."""
+    import psycopg
+
     with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
         tables = conn.execute(
             "SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables "
@@ -76,11 +84,15 @@ def clean_database(_truncate: Callable[[], None]) -> Iterator[None]:
 
 @pytest.fixture
 async def app(settings: Settings) -> FastAPI:
+    from backend.main import create_app
+
     return create_app(settings)
 
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    from tests.support.app import running_app
+
     async with running_app(app) as client:
         yield client
 
