@@ -1,7 +1,7 @@
 """The task rules, in one place: the REST router, the agent tools and the MCP tools all call these.
 
 Every function takes the owner's user id (from a verified token) and never touches another
-user's rows: an id that exists but belongs to someone else is reported exactly like an unknown one.
+user's rows: a task id is looked up among the caller's own tasks only (not found otherwise).
 A write is a `Change` (one statement), run by `apply` or inside a larger statement.
 
 A task's id is its number in its user's own sequence (1, 2, 3...; a deleted number is not
