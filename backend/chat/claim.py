@@ -71,7 +71,8 @@ _WINDOW = """
                sum(token_count) OVER (ORDER BY id DESC) AS running
           FROM (SELECT id, role, content, items, status, token_count
                   FROM messages
-                 WHERE conversation_id = {conversation} AND status <> 'pending'
+                 WHERE user_id = :uid AND conversation_id = {conversation}
+                   AND status <> 'pending'
                  ORDER BY id DESC
                  LIMIT :max_messages) AS newest
 """
@@ -114,11 +115,13 @@ _CLAIM = text(
         RETURNING id
     ), swept AS (
         DELETE FROM messages
-         WHERE conversation_id IN (SELECT id FROM claimed) AND status = 'pending'
+         WHERE user_id = :uid AND conversation_id IN (SELECT id FROM claimed)
+           AND status = 'pending'
     ), repaired AS (
         UPDATE messages
            SET status = 'interrupted', content = CASE WHEN content = '' THEN :note ELSE content END
-         WHERE conversation_id IN (SELECT id FROM claimed) AND status = 'running'
+         WHERE user_id = :uid AND conversation_id IN (SELECT id FROM claimed)
+           AND status = 'running'
     ), stored AS ("""
     + _TURN_ROWS.format(conversation="claimed")
     + """)
@@ -238,7 +241,7 @@ async def start_turn(
         if create:
             try:
                 rows = (await conn.execute(_CREATE, params)).all()
-            except IntegrityError:  # the id is taken (by someone else's conversation, say)
+            except IntegrityError:  # the id is taken (by this user's own conversation)
                 raise ConversationNotFound() from None
             if not rows:
                 raise await _refused(conn, user_id, conversation_id, max_active, create)

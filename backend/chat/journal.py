@@ -68,7 +68,8 @@ _RECORD_TOOL_CALL = """
                token_count = CASE WHEN messages.id = :reply
                    THEN messages.token_count + e.tokens ELSE messages.token_count END
           FROM entry AS e
-         WHERE messages.id IN (:user_row, :reply) AND messages.turn_id = :turn
+         WHERE messages.user_id = :uid AND messages.id IN (:user_row, :reply)
+           AND messages.turn_id = :turn
         RETURNING messages.id
     ), orphaned AS (
         INSERT INTO messages (conversation_id, user_id, role, content, tool_calls, items,
@@ -76,10 +77,10 @@ _RECORD_TOOL_CALL = """
         SELECT c.id, c.user_id, 'assistant', :note, e.call, e.items, e.tokens, :orphan_item_id,
                :turn, 'interrupted', now()
           FROM entry AS e, conversations AS c
-         WHERE c.id = :cid AND NOT EXISTS (SELECT 1 FROM recorded)
+         WHERE c.user_id = :uid AND c.id = :cid AND NOT EXISTS (SELECT 1 FROM recorded)
     ), shown AS (
         UPDATE conversations SET listed = true
-         WHERE id = :cid AND NOT listed AND EXISTS (SELECT 1 FROM output)
+         WHERE user_id = :uid AND id = :cid AND NOT listed AND EXISTS (SELECT 1 FROM output)
     )
     SELECT text FROM output
 """
@@ -91,10 +92,11 @@ _FINISH = text(
         UPDATE messages
            SET content = :reply_text, tool_calls = :tool_calls, items = :items,
                token_count = :reply_tokens, item = :item, status = 'done'
-         WHERE id = :reply AND turn_id = :turn
+         WHERE user_id = :uid AND id = :reply AND turn_id = :turn
         RETURNING id
     ), asked AS (
-        UPDATE messages SET status = 'done' WHERE id = :user_row AND turn_id = :turn
+        UPDATE messages SET status = 'done'
+         WHERE user_id = :uid AND id = :user_row AND turn_id = :turn
     ), touched AS (
         UPDATE conversations
            SET updated_at = now(), listed = true,
@@ -118,17 +120,19 @@ _INTERRUPT = text(
         UPDATE messages
            SET status = CASE WHEN id = :reply THEN 'interrupted' ELSE 'done' END,
                content = CASE WHEN id = :reply THEN :note ELSE content END
-         WHERE id IN (:user_row, :reply) AND turn_id = :turn
-           AND EXISTS (SELECT 1 FROM messages WHERE id = :reply AND status = 'running')
+         WHERE user_id = :uid AND id IN (:user_row, :reply) AND turn_id = :turn
+           AND EXISTS (SELECT 1 FROM messages
+                        WHERE user_id = :uid AND id = :reply AND status = 'running')
         RETURNING id, tool_calls
     ), dropped AS (
-        DELETE FROM messages WHERE id IN (:user_row, :reply) AND turn_id = :turn
+        DELETE FROM messages
+         WHERE user_id = :uid AND id IN (:user_row, :reply) AND turn_id = :turn
            AND status = 'pending'
     ), released AS (
         UPDATE conversations
            SET active_turn = NULL, active_turn_expires_at = NULL,
                updated_at = CASE WHEN EXISTS (SELECT 1 FROM kept) THEN now() ELSE updated_at END
-         WHERE id = :cid AND active_turn = :turn
+         WHERE user_id = :uid AND id = :cid AND active_turn = :turn
     )
     SELECT tool_calls FROM kept WHERE id = :reply
     """
@@ -345,6 +349,7 @@ class TurnJournal(Unrecorded):
     def _extra(self, call: Call) -> dict[str, Any]:
         item = orjson.dumps(call.item).decode()
         return {
+            "uid": self.user_id,
             "cid": self.conversation_id,
             "turn": self.turn,
             "user_row": self.user_row if self.user_row is not None else self.reply_row,

@@ -5,6 +5,10 @@ ChatKit threads, rows with role "event" for items such as progress or hidden con
 row keeps the turn's tool calls twice: `tool_calls` in the shape clients see, and `items`, the
 exact model input items (function calls with provider extras such as Gemini thought signatures,
 and their outputs) that are replayed to the model as history.
+
+Both tables are per user: every primary key, unique index and foreign key starts with `user_id`,
+so they can be distributed by user (docs/distribution.md). A conversation's id (a UUID) and a
+message's item id are unique per user.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
-    ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     String,
     Text,
     Uuid,
@@ -37,6 +42,7 @@ from backend.core.timeutil import utcnow
 class Conversation(SQLModel, table=True):
     __tablename__ = "conversations"
     __table_args__ = (
+        PrimaryKeyConstraint("user_id", "id"),
         Index("ix_conversations_user_id_updated_at", "user_id", "updated_at", "id"),
         # The user's running turns, counted by every claim (MAX_ACTIVE_TURNS_PER_USER).
         Index(
@@ -48,7 +54,7 @@ class Conversation(SQLModel, table=True):
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, sa_column=Column(Uuid, primary_key=True))
-    user_id: str = Field(sa_column=Column(String(255), nullable=False))
+    user_id: str = Field(sa_column=Column(String(255), primary_key=True))
     title: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
     created_at: datetime = Field(
         default_factory=utcnow,
@@ -74,18 +80,22 @@ class Conversation(SQLModel, table=True):
 class Message(SQLModel, table=True):
     __tablename__ = "messages"
     __table_args__ = (
+        PrimaryKeyConstraint("user_id", "id"),
+        ForeignKeyConstraint(
+            ["user_id", "conversation_id"],
+            ["conversations.user_id", "conversations.id"],
+            ondelete="CASCADE",
+        ),
         Index("ix_messages_conversation_id_id", "conversation_id", "id"),
-        Index("ix_messages_item_id", "item_id", unique=True),
+        Index("ix_messages_user_id_item_id", "user_id", "item_id", unique=True),
         Index("ix_messages_turn_id", "turn_id"),
     )
 
     id: int | None = Field(
         default=None, sa_column=Column(BigInteger, Identity(always=False), primary_key=True)
     )
-    conversation_id: uuid.UUID = Field(
-        sa_column=Column(Uuid, ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False)
-    )
-    user_id: str = Field(sa_column=Column(String(255), nullable=False))
+    conversation_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False))
+    user_id: str = Field(sa_column=Column(String(255), primary_key=True))
     role: str = Field(sa_column=Column(String(16), nullable=False))
     content: str = Field(sa_column=Column(Text, nullable=False))
     tool_calls: list[dict[str, Any]] | None = Field(

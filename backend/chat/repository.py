@@ -69,8 +69,7 @@ _SAVE_THREAD = text(
     """
     INSERT INTO conversations AS c (id, user_id, title, created_at, updated_at)
     VALUES (:cid, :uid, :title, :created_at, now())
-    ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title, updated_at = now()
-     WHERE c.user_id = EXCLUDED.user_id
+    ON CONFLICT (user_id, id) DO UPDATE SET title = EXCLUDED.title, updated_at = now()
     RETURNING id
     """
 )
@@ -160,7 +159,8 @@ async def save_thread(
     title: str | None,
     created_at: datetime,
 ) -> None:
-    """Create or retitle a conversation (ChatKit's save_thread). 404 if it is someone else's."""
+    """Create or retitle the user's conversation (ChatKit's save_thread). Conversation ids are
+    per user: another user's conversation with the same id is a different conversation."""
     params = {"cid": conversation_id, "uid": user_id, "title": title, "created_at": created_at}
     await one_row(engine, _SAVE_THREAD, params)
 
@@ -184,7 +184,7 @@ _MESSAGE_COLUMNS = """
 """
 
 _MESSAGES_FROM = """
-      FROM conversations c JOIN messages m ON m.conversation_id = c.id
+      FROM conversations c JOIN messages m ON m.user_id = c.user_id AND m.conversation_id = c.id
      WHERE c.id = :cid AND c.user_id = :uid AND m.status <> 'pending'
 """
 
@@ -210,9 +210,9 @@ _UPSERT_ITEM = text(
     INSERT INTO messages AS m (conversation_id, user_id, role, content, token_count, item_id,
                                item, created_at)
     SELECT c.id, c.user_id, :role, :content, :tokens, :item_id, :item, now() FROM c
-    ON CONFLICT (item_id) DO UPDATE
+    ON CONFLICT (user_id, item_id) DO UPDATE
        SET role = EXCLUDED.role, content = EXCLUDED.content, item = EXCLUDED.item
-     WHERE m.conversation_id = EXCLUDED.conversation_id AND m.user_id = EXCLUDED.user_id
+     WHERE m.conversation_id = EXCLUDED.conversation_id
     RETURNING id
     """
 ).bindparams(bindparam("item", type_=JSONB))
@@ -262,8 +262,8 @@ async def list_messages(
     elif after_item is not None:
         params["after_item"] = after_item
         cursor = (
-            f"AND m.id {cmp} (SELECT id FROM messages WHERE item_id = :after_item "
-            "AND conversation_id = :cid)"
+            f"AND m.id {cmp} (SELECT id FROM messages WHERE user_id = :uid "
+            "AND item_id = :after_item AND conversation_id = :cid)"
         )
     query = text(
         f"""

@@ -1,4 +1,9 @@
-"""The `tasks` and `task_counts` tables."""
+"""The `tasks` and `task_counts` tables.
+
+Every key starts with `user_id`, so the tables can be distributed by user (docs/distribution.md).
+A task's number is its id as every client sees it: 1, 2, 3... in each user's own sequence, from
+the user's `task_counts.last_number` (a deleted number is not reused).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,6 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
-    Identity,
     Integer,
     String,
     Text,
@@ -24,10 +28,11 @@ from backend.core.timeutil import utcnow
 class Task(SQLModel, table=True):
     __tablename__ = "tasks"
 
+    user_id: str = Field(sa_column=Column(String(255), primary_key=True))
     id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, Identity(always=False), primary_key=True)
+        default=None, sa_column=Column("number", BigInteger, primary_key=True, autoincrement=False)
     )
-    user_id: str = Field(sa_column=Column(String(255), nullable=False, index=True))
+    """The task's number in its user's sequence (the column `number`): the `id` clients see."""
     title: str = Field(sa_column=Column(String(200), nullable=False))
     description: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     completed: bool = Field(
@@ -44,12 +49,17 @@ class Task(SQLModel, table=True):
 
 
 class TaskCount(SQLModel, table=True):
-    """How many tasks each user holds: the MAX_TASKS_PER_USER check reads and moves this row in
-    the same statement as the insert or delete, so the cap is exact under concurrent creates.
-    Kept by `tasks.service` alone (every task insert and delete goes through it)."""
+    """How many tasks each user holds, and the last number given: the MAX_TASKS_PER_USER check
+    reads and moves this row in the same statement as the insert or delete, so the cap is exact
+    under concurrent creates and two creates never take the same number. Kept by `tasks.service`
+    alone (every task insert and delete goes through it); the row stays when the count is 0."""
 
     __tablename__ = "task_counts"
     __table_args__ = (CheckConstraint("tasks >= 0", name="tasks_not_negative"),)
 
     user_id: str = Field(sa_column=Column(String(255), primary_key=True))
     tasks: int = Field(sa_column=Column(Integer, nullable=False))
+    last_number: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
+    """The number of the user's newest task, deleted or not: the next one is this plus one."""

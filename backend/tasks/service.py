@@ -1,12 +1,16 @@
 """The task rules, in one place: the REST router, the agent tools and the MCP tools all call these.
 
 Every function takes the owner's user id (from a verified token) and never touches another
-user's rows: an id that exists but belongs to someone else is reported exactly like an unknown one.
+user's rows: a task id is looked up among the caller's own tasks only (not found otherwise).
 A write is a `Change` (one statement), run by `apply` or inside a larger statement.
+
+A task's id is its number in its user's own sequence (1, 2, 3...; a deleted number is not
+reused): "task 1" is a different task for every user, and every statement names the user
+(`user_id`, the first column of every key: the schema can be distributed by user).
 
 A user holds at most MAX_TASKS_PER_USER tasks (the caller passes the setting to `create`),
 exact under concurrent creates: the user's row in `task_counts` moves in the same statement as
-the insert or delete (see `Change`).
+the insert or delete (see `Change`), and gives the new task its number.
 """
 
 from __future__ import annotations
@@ -96,7 +100,7 @@ def _check_id(task_id: Any) -> int:
 @dataclass(frozen=True, slots=True)
 class Change:
     """One task change as SQL: common table expressions, the one named `task` returning the
-    changed task's row (`_TASK_COLUMNS`), or nothing when `missing` applies.
+    changed task's row (`_ROW_COLUMNS`: its number as `id`), or nothing when `missing` applies.
 
     `apply` runs it as a statement of its own; the agent's tools put more CTEs after it (the
     action's result, the turn journal's record), so that the change and its record are one
@@ -108,18 +112,22 @@ class Change:
     missing: AppError
 
 
-_TASK_COLUMNS = "id, user_id, title, description, completed, created_at, updated_at"
+# `number AS id`: the id clients see is the task's number in its user's sequence.
+_ROW_COLUMNS = "id, user_id, title, description, completed, created_at, updated_at"
+_TASK_COLUMNS = _ROW_COLUMNS.replace("id", "number AS id", 1)
 
 # The count row is locked by the upsert, and a concurrent create re-checks the limit against
 # the committed count after waiting: exact under any concurrency, without a second statement.
+# The same row hands out the number (the last one plus one), so no two creates take the same.
 _CREATE = f"""
     slot AS (
-        INSERT INTO task_counts AS c (user_id, tasks) VALUES (:uid, 1)
-        ON CONFLICT (user_id) DO UPDATE SET tasks = c.tasks + 1 WHERE c.tasks < :task_limit
-        RETURNING 1
+        INSERT INTO task_counts AS c (user_id, tasks, last_number) VALUES (:uid, 1, 1)
+        ON CONFLICT (user_id) DO UPDATE SET tasks = c.tasks + 1, last_number = c.last_number + 1
+         WHERE c.tasks < :task_limit
+        RETURNING last_number
     ), task AS (
-        INSERT INTO tasks (user_id, title, description)
-        SELECT :uid, :title, :description FROM slot
+        INSERT INTO tasks (user_id, number, title, description)
+        SELECT :uid, slot.last_number, :title, :description FROM slot
         RETURNING {_TASK_COLUMNS}
     )"""
 _UPDATE = f"""
@@ -131,12 +139,12 @@ _UPDATE = f"""
                completed = CASE WHEN :set_completed THEN CAST(:completed AS boolean)
                                 ELSE completed END,
                updated_at = now()
-         WHERE id = :task_id AND user_id = :uid
+         WHERE user_id = :uid AND number = :task_id
         RETURNING {_TASK_COLUMNS}
     )"""
 _DELETE = f"""
     task AS (
-        DELETE FROM tasks WHERE id = :task_id AND user_id = :uid RETURNING {_TASK_COLUMNS}
+        DELETE FROM tasks WHERE user_id = :uid AND number = :task_id RETURNING {_TASK_COLUMNS}
     ), uncounted AS (
         UPDATE task_counts SET tasks = tasks - 1
          WHERE user_id = :uid AND EXISTS (SELECT 1 FROM task)
@@ -182,7 +190,7 @@ def delete(user_id: str, task_id: Any) -> Change:
 
 @functools.cache
 def _alone(ctes: str) -> Any:
-    return text(f"WITH {ctes} SELECT {_TASK_COLUMNS} FROM task")
+    return text(f"WITH {ctes} SELECT {_ROW_COLUMNS} FROM task")
 
 
 async def apply(db: Db, change: Change) -> Any:
@@ -249,7 +257,9 @@ async def first_tasks(
     matching = _matching(user_id, status, search)
     count = select(func.count()).select_from(matching.subquery()).scalar_subquery()
     # Plain rows, not Task objects: building 50 ORM objects cost more CPU than the query.
-    columns = matching.with_only_columns(T.id, T.title, T.description, T.completed, count)
+    columns = matching.with_only_columns(
+        T.id.label("id"), T.title, T.description, T.completed, count
+    )
     rows = (await session.execute(columns.order_by(T.id).limit(limit))).all()
     if not rows:
         return [], 0
@@ -259,7 +269,7 @@ async def first_tasks(
 async def get_task(session: Db, user_id: str, task_id: Any) -> Task:
     task_id = _check_id(task_id)
     result = await session.execute(
-        select(Task).where(Task.id == task_id, Task.user_id == user_id)  # type: ignore[arg-type]
+        select(Task).where(Task.user_id == user_id, Task.id == task_id)  # type: ignore[arg-type]
     )
     task = result.scalar_one_or_none()
     if task is None:

@@ -24,10 +24,15 @@ async def test_fifty_concurrent_users_stay_isolated(database_url: str, data_dir:
     model = RuleModel()
     settings = make_settings(database_url, data_dir, rate_limit_requests=0, database_pool_size=10)
     async with running_app(create_app(settings, model=model)) as client:
-        # a victim task every attacker will try to reach by id
+        # a victim task every attacker will try to reach by id: user-0's task 4 (numbers are per
+        # user: 1 to 3 go, so that no attacker holds a task 4 of their own)
+        for _ in range(TASKS_EACH):
+            r = await client.post("/api/tasks", json={"title": "gone"}, headers=headers["user-0"])
+            await client.delete(f"/api/tasks/{r.json()['id']}", headers=headers["user-0"])
         victim = (
             await client.post("/api/tasks", json={"title": "victim"}, headers=headers["user-0"])
         ).json()
+        assert victim["id"] == TASKS_EACH + 1
 
         async def user_session(user: str) -> tuple[str, list[str], list[object]]:
             conversation = None

@@ -128,8 +128,9 @@ async def test_idempotent_task_creation(
     r3 = await client.post(
         "/api/tasks", json={"title": "Only once"}, headers={**bob, "Idempotency-Key": "create-1"}
     )
-    assert r3.status_code == 201 and r3.json()["id"] != r1.json()["id"]
+    assert r3.status_code == 201 and r3.json()["id"] == r1.json()["id"] == 1  # each user's first
     assert len((await client.get("/api/tasks", headers=alice)).json()["tasks"]) == 1
+    assert len((await client.get("/api/tasks", headers=bob)).json()["tasks"]) == 1
     r4 = await client.post("/api/tasks", json={"title": "Different"}, headers=h)
     assert r4.status_code == 422
     # a failed request does not poison its key
