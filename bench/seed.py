@@ -68,12 +68,15 @@ def seed_conversations(db_url: str, user: str, messages: int, count: int) -> lis
 
 def seed_tasks(db_url: str, user: str, count: int) -> None:
     """`count` tasks of maximum size (200-character title, 2,000-character description)."""
-    rows = [(user, f"{n:05d} " + "t" * 194, "d" * 2000) for n in range(count)]
+    rows = [(user, n + 1, f"{n:05d} " + "t" * 194, "d" * 2000) for n in range(count)]
     with psycopg.connect(db_url) as conn, conn.cursor() as cur:
-        cur.executemany("INSERT INTO tasks (user_id, title, description) VALUES (%s, %s, %s)", rows)
-        # The count the MAX_TASKS_PER_USER check reads (the service keeps it; this bypasses it).
+        cur.executemany(
+            "INSERT INTO tasks (user_id, number, title, description) VALUES (%s, %s, %s, %s)", rows
+        )
+        # The count and the last number the service keeps (seeding bypasses it).
         cur.execute(
-            "INSERT INTO task_counts (user_id, tasks) VALUES (%s, %s) ON CONFLICT (user_id) "
-            "DO UPDATE SET tasks = task_counts.tasks + EXCLUDED.tasks",
-            (user, count),
+            "INSERT INTO task_counts (user_id, tasks, last_number) VALUES (%s, %s, %s) "
+            "ON CONFLICT (user_id) DO UPDATE SET tasks = task_counts.tasks + EXCLUDED.tasks, "
+            "last_number = task_counts.last_number + EXCLUDED.last_number",
+            (user, count, count),
         )
