@@ -92,6 +92,8 @@ def run(
             LLM_MODEL="stub-model",
             # Rate limiting stays on (its cost is part of a turn) with a limit the load never reaches.
             RATE_LIMIT_REQUESTS="1000000",
+            # Likewise the process's turn bound (W3 runs 100 turns at once; W10 uses the default).
+            MAX_CONCURRENT_TURNS="10000",
             LOG_LEVEL="WARNING",
         )
 
@@ -122,8 +124,9 @@ def run(
             b.others.update(others)
             b.profile_dir = profile_dir
         limited: Bench | None = None
-        # W7's and W10's own servers, with the product's default turn rate limit.
-        default_limits = {k: v for k, v in env.items() if k != "RATE_LIMIT_REQUESTS"}
+        # W7's and W10's own servers, with the product's default turn limits.
+        unlimited = ("RATE_LIMIT_REQUESTS", "MAX_CONCURRENT_TURNS")
+        default_limits = {k: v for k, v in env.items() if k not in unlimited}
         if "W7" in only:
             limited = bench_on(default_limits, free_port())
         crowded = bench_on(default_limits, free_port()) if "W10" in only else None

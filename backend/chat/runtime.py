@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import math
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -19,8 +21,7 @@ from backend.core.errors import ServiceUnavailable
 
 T = TypeVar("T")
 
-BUSY_RETRY_AFTER_SECONDS = 1
-"""What a refused turn's Retry-After says: a slot frees as soon as any running turn ends."""
+MAX_RETRY_AFTER_SECONDS = 30
 
 
 class ServerBusy(ServiceUnavailable):
@@ -29,21 +30,22 @@ class ServerBusy(ServiceUnavailable):
     code = "server_busy"
     detail = "The server is busy with other chat turns; try again shortly"
 
-    def __init__(self) -> None:
-        super().__init__(headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)})
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__(headers={"Retry-After": str(retry_after)})
 
 
 class TurnSlot:
     """One admitted turn's place; `release` gives it back (idempotent: every path may call it)."""
 
-    __slots__ = ("_admission",)
+    __slots__ = ("_admission", "_since")
 
     def __init__(self, admission: TurnAdmission | None = None) -> None:
         self._admission: TurnAdmission | None = admission
+        self._since = time.monotonic()
 
     def release(self) -> None:
         if self._admission is not None:
-            self._admission.active -= 1
+            self._admission.ended(time.monotonic() - self._since)
             self._admission = None
 
     def kept_by(self, owner: T) -> T:
@@ -63,16 +65,27 @@ class TurnAdmission:
     latency grows without bound, whereas a refusal is cheap, tells the client when to come back,
     and lets a load balancer send the retry to another replica. One event loop per process, so
     a plain counter is exact (no lock); every worker process has its own bound.
+
+    Retry-After is the recent mean turn duration (rounded up, 1-30 s): by then every slot has
+    turned over about once. A fixed 1 s would bring a crowd back every second, and answering
+    those refusals alone costs the CPU the running turns and reads need (measured in W10).
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.active = 0
+        self.mean_seconds = 1.0
+        """Moving mean of how long admitted turns held their slot."""
+
+    def ended(self, seconds: float) -> None:
+        self.active -= 1
+        self.mean_seconds += 0.05 * (seconds - self.mean_seconds)
 
     def check(self) -> None:
         """Refuse now if no slot is free (a pre-check: `admit` still decides)."""
         if self.active >= self.limit:
-            raise ServerBusy()
+            wait = min(MAX_RETRY_AFTER_SECONDS, max(1, math.ceil(self.mean_seconds)))
+            raise ServerBusy(wait)
 
     def admit(self) -> TurnSlot:
         """A slot for one turn, or `ServerBusy`."""
