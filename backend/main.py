@@ -7,6 +7,7 @@ the model client); nothing else keeps state between requests.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import uuid
@@ -41,7 +42,12 @@ from backend.mcp.server import McpRuntime, build_mcp_server
 from backend.observability import metrics
 from backend.observability.metered_model import MeteredModel
 from backend.reliability.idempotency import IdempotencyStore, Recorded
-from backend.reliability.ratelimit import build_rate_limits
+from backend.reliability.ratelimit import (
+    FallbackRateLimiter,
+    PostgresRateLimiter,
+    RateLimits,
+    build_rate_limits,
+)
 from backend.web import health
 from backend.web import metrics as metrics_endpoint
 from backend.web.apidocs import install_api_docs
@@ -103,6 +109,17 @@ async def _purge_periodically(
             await repository.purge_unlisted(autocommit_engine)
         except Exception:
             log.warning("could not purge expired rows", exc_info=True)
+
+
+def _reads_on(limits: RateLimits, read_engine: AsyncEngine) -> RateLimits:
+    """`limits` with the read budget checked on the reads' own pool (its PostgreSQL part)."""
+    read = limits.read
+    if isinstance(read, FallbackRateLimiter):
+        postgres = PostgresRateLimiter(read_engine, read.postgres.budget)
+        read = FallbackRateLimiter(read.redis, postgres, read.circuit)
+    elif isinstance(read, PostgresRateLimiter):
+        read = PostgresRateLimiter(read_engine, read.budget)
+    return dataclasses.replace(limits, read=read)
 
 
 def _recorded_turns(autocommit_engine: AsyncEngine) -> Recorded:
@@ -174,6 +191,18 @@ def create_app(
             # Single-statement units (each CTE is atomic on its own) skip BEGIN/COMMIT round
             # trips (measured: ~30 % less client CPU per statement). Never used with .begin().
             autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+            # Reads get a pool of their own (why: `AppState.read_engine`).
+            read_pool = create_engine(
+                url,
+                settings.model_copy(
+                    update={
+                        "database_pool_size": settings.database_read_pool_size,
+                        "database_max_overflow": 0,
+                    }
+                ),
+            )
+            stack.push_async_callback(read_pool.dispose)
+            read_engine = read_pool.execution_options(isolation_level="AUTOCOMMIT")
             configure_tracing(settings)
             agent_model = MeteredModel(model or build_model(settings, http))
             chat = ChatRuntime(
@@ -181,7 +210,9 @@ def create_app(
                 autocommit_engine=autocommit_engine,
                 agent=build_agent(settings, agent_model, http),
             )
-            rate_limits = await build_rate_limits(settings, autocommit_engine, stack)
+            rate_limits = _reads_on(
+                await build_rate_limits(settings, autocommit_engine, stack), read_engine
+            )
 
             async def spend_write(user: User) -> None:
                 await rate_limits.write.hit(user.id)
@@ -208,9 +239,12 @@ def create_app(
                 engine=engine,
                 autocommit_engine=autocommit_engine,
                 sessions=sessions,
+                read_engine=read_engine,
+                read_sessions=session_factory(read_engine),
                 http=http,
                 verifier=build_verifier(settings, http),
                 chat=chat,
+                chat_reads=dataclasses.replace(chat, autocommit_engine=read_engine),
                 chatkit=TaskChatKitServer(PostgresStore(autocommit_engine)),
                 mcp=mcp,
                 rate_limits=rate_limits,

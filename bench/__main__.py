@@ -9,7 +9,8 @@ workloads and targets.
 
 The parts: `procs` (/proc, py-spy), `servers` (database, processes, the baseline's tree),
 `client` (a user's requests), `measure` (a server under load), `seed` (rows written directly),
-`sizes`, `workloads` (the order of the run, W2-W6), `noisy` (W7), `report`.
+`sizes`, `workloads` (the order of the run, W2-W6), `noisy` (W7), `crowd` (W10, its own server
+and event loop after the others), `report`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.auth.devkeys import load_or_create_dev_key
-from bench import report
+from bench import crowd, report
 from bench.env import isolated_env
 from bench.measure import Bench
 from bench.procs import cpu_ms, py_spy
@@ -40,7 +41,9 @@ __all__ = ["free_port", "main", "wait_http"]  # tests/test_web_browser.py import
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--smoke", action="store_true", help="a few turns only (used by the tests)")
-    parser.add_argument("--only", default="W2,W3,W3s,W4,W5,W6,W7", help="comma-separated workloads")
+    parser.add_argument(
+        "--only", default="W2,W3,W3s,W4,W5,W6,W7,W10", help="comma-separated workloads"
+    )
     parser.add_argument(
         "--workers",
         default="1,2",
@@ -89,6 +92,8 @@ def run(
             LLM_MODEL="stub-model",
             # Rate limiting stays on (its cost is part of a turn) with a limit the load never reaches.
             RATE_LIMIT_REQUESTS="1000000",
+            # Likewise the process's turn bound (W3 runs 100 turns at once; W10 uses the default).
+            MAX_CONCURRENT_TURNS="10000",
             LOG_LEVEL="WARNING",
         )
 
@@ -119,11 +124,18 @@ def run(
             b.others.update(others)
             b.profile_dir = profile_dir
         limited: Bench | None = None
+        # W7's and W10's own servers, with the product's default turn limits.
+        unlimited = ("RATE_LIMIT_REQUESTS", "MAX_CONCURRENT_TURNS")
+        default_limits = {k: v for k, v in env.items() if k not in unlimited}
         if "W7" in only:
-            # W7's own server, with the product's default turn rate limit: "at every cap".
-            w7_env = {k: v for k, v in env.items() if k != "RATE_LIMIT_REQUESTS"}
-            limited = bench_on(w7_env, free_port())
-        return asyncio.run(drive(benches, sizes, only, limited))
+            limited = bench_on(default_limits, free_port())
+        crowded = bench_on(default_limits, free_port()) if "W10" in only else None
+        results = asyncio.run(drive(benches, sizes, only, limited))
+        if crowded is not None:
+            results["W10"] = asyncio.run(
+                crowd.crowd(crowded, crowd.SMOKE if args.smoke else crowd.FULL)
+            )
+        return results
 
 
 def main() -> None:

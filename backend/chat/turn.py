@@ -13,6 +13,9 @@ database is down at that moment, the close is retried in the background, and a t
 process died reads as interrupted once its claim lapses. With an Idempotency-Key, the repeat of
 a finished or interrupted turn returns the turn as recorded (`failures.recorded_body`), and only
 a turn that committed nothing runs again.
+
+Admission: `begin` takes a process-wide turn slot first (else 503 `server_busy`); every end
+gives it back: `begin` failing, `execute` ending, `TurnEvents`' task ending (even unstarted).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from backend.chat import claim, journal, repository
 from backend.chat.failures import classify, failure_fields, note, recorded_body
 from backend.chat.history import count_tokens_async, title_from, to_input_items
 from backend.chat.journal import RecordedTurn, TurnJournal
-from backend.chat.runtime import ChatRuntime
+from backend.chat.runtime import ChatRuntime, TurnSlot
 from backend.chat.schemas import ChatResponse, ToolCall
 from backend.core.errors import (
     AppError,
@@ -97,6 +100,7 @@ class Turn:
     started: float = field(default_factory=time.perf_counter)
     interrupted: RecordedTurn | None = None
     """Set when the turn failed after its tools committed: what the conversation now shows."""
+    slot: TurnSlot = field(default_factory=TurnSlot)  # its place among the running turns
 
     @property
     def id(self) -> uuid.UUID:
@@ -127,8 +131,10 @@ async def begin(rt: ChatRuntime, request: TurnRequest) -> Turn:
     settings, user, key = rt.settings, request.user, request.key
     chatkit = request.chatkit or ChatKitInput()
     create, conversation_id = request.create, request.conversation_id
+    slot = TurnSlot()  # none yet
     try:
         text = clean_text(request.field_name, request.message, settings.max_message_chars)
+        slot = rt.admit()  # before any database work: a refused turn costs nothing
         if conversation_id is None:
             conversation_id, create = uuid.uuid4(), True
         turn_id = key.turn_id if key is not None and key.turn_id else uuid.uuid4()
@@ -153,6 +159,7 @@ async def begin(rt: ChatRuntime, request: TurnRequest) -> Turn:
             max_active=settings.max_active_turns_per_user,
         )
     except BaseException as exc:
+        slot.release()
         if key is not None:
             await asyncio.shield(_settle_key(rt, key, None))
         if isinstance(exc, SQLAlchemyError) and is_connectivity_error(exc):
@@ -170,7 +177,7 @@ async def begin(rt: ChatRuntime, request: TurnRequest) -> Turn:
         user_row=started.user_row,
         reply_row=started.reply_row,
     )
-    return Turn(
+    begun = Turn(
         user=user,
         message=text,
         conversation_id=conversation_id,
@@ -181,7 +188,9 @@ async def begin(rt: ChatRuntime, request: TurnRequest) -> Turn:
         history=history,
         context=TurnContext(user_id=user.id, journal=journal, token=user.token),
         key=key,
+        slot=slot,
     )
+    return slot.kept_by(begun)
 
 
 # --- running a turn -------------------------------------------------------------------------
@@ -232,7 +241,16 @@ def new_items_as_input(new_items: list[Any]) -> list[dict[str, Any]]:
 async def execute(
     rt: ChatRuntime, turn: Turn, emit: Callable[[dict[str, Any]], None] | None = None
 ) -> ChatResponse:
-    """Run the agent for a begun turn and store it. With `emit`, reply text streams as it comes."""
+    """Run the agent for a begun turn, store it, free its slot. `emit`: stream the reply text."""
+    try:
+        return await _execute(rt, turn, emit)
+    finally:
+        turn.slot.release()
+
+
+async def _execute(
+    rt: ChatRuntime, turn: Turn, emit: Callable[[dict[str, Any]], None] | None
+) -> ChatResponse:
     ctx = turn.context
     settings = rt.settings
     metrics.turn_started()
@@ -383,6 +401,9 @@ class TurnEvents:
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         turn.context.events = self._queue.put_nowait
         self._task = rt.spawn(self._produce(rt))
+        self._task.add_done_callback(
+            lambda _: turn.slot.release()
+        )  # even if cancelled before it ran
 
     async def _produce(self, rt: ChatRuntime) -> None:
         put = self._queue.put_nowait

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     version, Debian's 1.18 included) or another transaction pooler: no startup options, no
     server-side prepared statements, the timeout set per transaction (`SET LOCAL`); single
     statements get the role's default (README, "Behind a connection pooler")."""
+    database_read_pool_size: int = Field(default=5, ge=1, le=500)
+    """Connections per process reserved for reads (REST GETs, conversation reads, read budget
+    checks): a pool of their own, so reads never wait behind chat turns' statements."""
     database_ping_idle_seconds: float = Field(default=1.0, ge=0)
     """A pooled connection idle longer than this is checked before use (a dead one is replaced)."""
     migrate_on_start: bool | None = None
@@ -130,6 +133,9 @@ class Settings(BaseSettings):
     max_active_turns_per_user: int = Field(default=4, ge=1, le=1000)
     """Chat turns one user can have running at once (in different conversations, across every
     replica); one more answers 429 `too_many_turns` with Retry-After."""
+    max_concurrent_turns: int = Field(default=64, ge=1, le=10_000)
+    """Chat turns this process runs at once, all users together; one more answers 503
+    `server_busy` with Retry-After at once (it is not queued)."""
     max_tool_output_chars: int = Field(default=16_000, ge=1000, le=1_000_000)
     """Largest tool result (serialized JSON) that reaches the model and the stored turn."""
     max_page_bytes: int = Field(default=1_000_000, ge=10_000, le=100_000_000)

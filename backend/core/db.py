@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+import select
 import time
 from typing import Any
 
@@ -63,7 +64,7 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
         pool_timeout=settings.database_connect_timeout,
-        pool_pre_ping=False,  # pinged only after idling: see ping_idle_connections
+        pool_pre_ping=False,  # see ping_idle_connections: checked without a round trip
         pool_recycle=1800,
         connect_args=connect_args,
         hide_parameters=True,  # error logs never print message text or task titles
@@ -197,11 +198,28 @@ def _json_dumps(value: Any) -> str:
 
 
 def ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
-    """Check a pooled connection that sat idle before handing it out; replace it if dead.
+    """Hand out only live connections: one the database dropped is replaced before use.
 
-    A database restart (or a proxy's idle timeout) kills idle connections silently, and the
-    first statement on one would fail. Pinging every checkout costs a round trip per unit of
-    work; a connection in steady use (idle for less than `idle_seconds`) is not pinged.
+    A database restart, `pg_terminate_backend`, a pooler restart or an idle timeout kill pooled
+    connections; the first statement on one would fail and its request answer 503. SQLAlchemy's
+    `pool_pre_ping` would cost a round trip per checkout (per unit of work). Instead, at every
+    checkout (a `checkout` listener raising `DisconnectionError`, on which the pool invalidates
+    that connection and tries once more on a fresh one):
+
+    - no round trip: when the server closes a connection it sends the reason (FATAL 57P01 and
+      the like) and then closes the socket, so an idle connection whose socket is readable, or
+      that psycopg knows is closed or broken, is dead (`server_dropped`, one `poll` call);
+    - a round trip only for a connection idle longer than `idle_seconds`, whose death the socket
+      may not show yet (a proxy that answers only when spoken to); a connection in steady use is
+      never pinged.
+
+    Why here and not by retrying a failed statement: a statement that failed with a disconnect
+    may have reached the server and committed (the app's single-statement units commit as they
+    run), and a retry would apply it twice. A connection found dead at checkout has been sent
+    nothing, so replacing it is safe for every statement, read or write, autocommit or not.
+    What is left is the database dropping the connection in the microseconds between this check
+    and the statement, or a silent network drop: such a statement fails (503 with Retry-After)
+    and is never retried, and SQLAlchemy then recycles the pool's other connections.
     """
     sync_engine = engine.sync_engine
 
@@ -210,7 +228,9 @@ def ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
         record.info["idle_since"] = time.monotonic()
 
     @event.listens_for(sync_engine, "checkout")
-    def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    def _check_live(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if server_dropped(dbapi_connection):
+            raise DisconnectionError("the database closed this pooled connection")
         since = record.info.get("idle_since")
         if since is None or time.monotonic() - since < idle_seconds:
             return
@@ -218,6 +238,29 @@ def ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
             sync_engine.dialect.do_ping(dbapi_connection)
         except Exception:
             raise DisconnectionError("pooled connection is dead") from None  # pool reconnects
+
+
+def server_dropped(dbapi_connection: Any) -> bool:
+    """True when an idle connection is known dead without sending anything on it.
+
+    Between statements the server sends nothing on its own to this app (no LISTEN), except when
+    it ends the connection: a readable socket means a FATAL message and/or the close are waiting.
+    A rare harmless message (a NOTICE, a reported setting changing at reload) reads as dead too;
+    that only costs one reconnect.
+    """
+    conn = getattr(dbapi_connection, "driver_connection", dbapi_connection)  # psycopg's own
+    pgconn = getattr(conn, "pgconn", None)
+    if pgconn is None:  # not psycopg: nothing to check
+        return False
+    if conn.closed or getattr(conn, "broken", False):
+        return True
+    try:
+        fd = pgconn.socket
+    except Exception:  # libpq has no socket for it any more
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))  # POLLHUP and POLLERR are reported whatever was asked
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

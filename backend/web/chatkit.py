@@ -140,6 +140,9 @@ async def chatkit(
     return Response(result.json, media_type="application/json")
 
 
-@router.get("/health", summary="ChatKit endpoint health")
-async def chatkit_health(user: CurrentUser, settings: SettingsDep) -> dict[str, str]:
+@router.get("/health", summary="ChatKit endpoint health", responses=error_responses(429))
+async def chatkit_health(
+    request: Request, user: CurrentUser, settings: SettingsDep
+) -> dict[str, str]:
+    await limit_reads(request, user)  # authenticated, so it spends the read budget like any GET
     return {"store": "postgres", "model": settings.model_name, "status": "ok"}

@@ -49,9 +49,13 @@ async def current_user(
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
-async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
-    """One session per request; the dependency owns the transaction (commit on success)."""
-    async with state.sessions() as session:
+async def get_session(request: Request, state: StateDep) -> AsyncIterator[AsyncSession]:
+    """One session per request; the dependency owns the transaction (commit on success).
+
+    A GET's session uses the reads' own pool (`AppState.read_engine`), so reads never wait for
+    a connection behind chat turns."""
+    sessions = state.read_sessions if request.method == "GET" else state.sessions
+    async with sessions() as session:
         try:
             yield session
             await session.commit()
@@ -76,8 +80,9 @@ def _engine(state: StateDep) -> AsyncEngine:
     return state.engine
 
 
-def _chat(state: StateDep) -> ChatRuntime:
-    return state.chat
+def _chat(request: Request, state: StateDep) -> ChatRuntime:
+    # GETs (conversation reads) run on the reads' own pool; everything else on the main one.
+    return state.chat_reads if request.method == "GET" else state.chat
 
 
 def _chatkit(state: StateDep) -> TaskChatKitServer:
@@ -101,6 +106,9 @@ async def counted_chat_turn(
     one body field and validates it before calling this.
     """
     clean_text("message", body.message, settings.max_message_chars)
+    # A process already running MAX_CONCURRENT_TURNS turns answers 503 before the turn spends
+    # the user's budget (`turn.begin` takes the slot itself; this only spares the budget).
+    app_state(request).chat.check_admission()
     return await chat_rate_limit(request, user)
 
 

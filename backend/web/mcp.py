@@ -4,6 +4,10 @@
 `WWW-Authenticate: Bearer`) before the MCP SDK sees the request. The verified `User` travels in
 the ASGI scope's state; the SDK hands each tool that request (`ctx.request_context.request`),
 and `backend.mcp.server.caller` reads the user back. Nothing the client writes in MCP messages can change it.
+
+Every authenticated request spends the caller's read budget (`initialize`, `tools/list`,
+notifications, and tool calls, which spend the write budget too): over it, 429 with Retry-After
+before the MCP SDK sees the request.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ class MCPEndpoint:
     """ASGI endpoint for `/mcp`: verify the bearer token, then hand over to the MCP transport."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        verifier: TokenVerifier = state_of(scope).verifier
+        app = state_of(scope)
+        verifier: TokenVerifier = app.verifier
         token = _bearer(scope)
         try:
             if not token:
@@ -33,13 +38,15 @@ class MCPEndpoint:
             user = await verifier.verify(token)
             if not _is_json(scope):  # the SDK would answer a bare text/plain 400
                 raise UnsupportedMediaType()
-        except AppError as exc:  # Unauthorized, or ServiceUnavailable when the JWKS is down
+            await app.rate_limits.read.hit(user.id)  # after the checks: a refusal spends nothing
+        except AppError as exc:
+            # Unauthorized, RateLimited, or ServiceUnavailable when the JWKS is down
             await error_response(exc.status, exc.body(), exc.headers)(scope, receive, send)
             return
         state = scope.setdefault("state", {})
         state["user"] = user
         state["user_id"] = user.id  # for the access log
-        server: MCPServer = state_of(scope).mcp
+        server: MCPServer = app.mcp
         await server.session_manager.handle_request(scope, receive, send)
 
 

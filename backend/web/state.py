@@ -37,10 +37,27 @@ class AppState:
     """Single-statement units only (each commits on its own); never used with `.begin()`."""
     sessions: async_sessionmaker[AsyncSession]
     """Real transactions: REST task writes, MCP tools."""
+    read_engine: AsyncEngine
+    """Reads' own pool (DATABASE_READ_POOL_SIZE connections, autocommit): REST GETs (their
+    sessions), conversation reads and the read budget's checks.
+
+    Why a pool of their own rather than a priority scheme on one pool: SQLAlchemy's pool is a
+    FIFO queue, so under a crowd of turns a read's checkout waits behind every turn statement
+    queued before it (seconds, then a pool timeout: 503). A priority queue would still let
+    turns hold every connection when the read arrives. A separate pool needs no change to the
+    pool and guarantees reads DATABASE_READ_POOL_SIZE connections nobody else can take; the
+    cost is those connections per process (idle ones are cheap in PostgreSQL). It runs in
+    autocommit, like the conversation reads always have (a task GET is one statement): no
+    BEGIN/COMMIT round trips.
+    """
+    read_sessions: async_sessionmaker[AsyncSession]
+    """Sessions on `read_engine`, for GET routes (`backend.web.deps.get_session`)."""
     http: aiohttp.ClientSession
     """The one outbound HTTP pool (`backend.core.http`)."""
     verifier: TokenVerifier
     chat: ChatRuntime
+    chat_reads: ChatRuntime
+    """`chat` with `read_engine` as its engine: what GET routes get (`backend.web.deps`)."""
     chatkit: TaskChatKitServer
     mcp: MCPServer
     rate_limits: RateLimits
