@@ -1,10 +1,8 @@
 """The turn engine: one chat turn from claim to final state, for every front door.
 
-`POST /api/chat` (plain and SSE) and `/api/chatkit` both call `begin` and then `execute` (one
-answer) or `TurnEvents` (the turn's events as they happen); they only translate. Stateless:
-everything about a conversation lives in PostgreSQL, so any replica can continue it. No
-connection is held while the model thinks; the conversation's claim (`active_turn`, lasting
-CHAT_TIMEOUT_SECONDS + 5 s) keeps two turns of one conversation from interleaving.
+`POST /api/chat` (plain and SSE) and `/api/chatkit` call `begin`, then `execute` (one answer)
+or `TurnEvents` (the events as they happen); they only translate. Stateless: a conversation lives
+in PostgreSQL, so any replica can continue it; no connection is held while the model thinks.
 
 Each front door builds one `TurnRequest`. What a turn leaves in its conversation, step by
 step and on every failure, is the turn journal's promise: see `chat.journal`. A failure (model

@@ -39,6 +39,24 @@ CHATKIT_STREAM_EVENT_REF = f"{_REF}ChatKitThreadStreamEvent"
 STREAM_EVENT_REF = f"{_REF}ChatStreamEvent"
 """The streamed chat events' union (`chat.events.ChatStreamEvent`)."""
 
+
+def sse_frames(event_ref: str) -> dict[str, Any]:
+    """The schema of a `text/event-stream` answer: each frame's `data` is one event's JSON text,
+    of the schema `event_ref` (`contentMediaType` + `contentSchema`, as JSON Schema states an
+    encoded string; the event schemas themselves are components, for generated clients)."""
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": event_ref},
+            }
+        },
+    }
+
+
 IDEMPOTENCY_KEY: dict[str, Any] = {
     "name": "Idempotency-Key",
     "in": "header",

@@ -25,7 +25,7 @@ from backend.chat.schemas import (
 )
 from backend.core.errors import Forbidden
 from backend.reliability.idempotency import Replay
-from backend.web.apidocs import IDEMPOTENCY_KEY, STREAM_EVENT_REF
+from backend.web.apidocs import IDEMPOTENCY_KEY, STREAM_EVENT_REF, sse_frames
 from backend.web.deps import ChatDep, CurrentUser, RateLimitedUser, counted_chat_turn
 from backend.web.errors import error_responses
 from backend.web.limits import claim_idempotency_key, limit_reads, limit_writes, replay_response
@@ -40,7 +40,7 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
         "description": "Server-Sent Events: each `data:` line is one JSON event, chosen by `type`: "
         "`conversation` first, then `text.delta`, `tool_call` and `tool_result` as they happen, "
         "and last `done` (the answer `POST /api/chat` gives) or `error`.",
-        "content": {"text/event-stream": {"schema": {"$ref": STREAM_EVENT_REF}}},
+        "content": {"text/event-stream": {"schema": sse_frames(STREAM_EVENT_REF)}},
     }
 }
 

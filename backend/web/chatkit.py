@@ -49,6 +49,7 @@ from backend.web.apidocs import (
     CHATKIT_ANSWER_REF,
     CHATKIT_REQUEST_REF,
     CHATKIT_STREAM_EVENT_REF,
+    sse_frames,
 )
 from backend.web.deps import ChatDep, ChatKitDep, CurrentUser, SettingsDep
 from backend.web.errors import error_responses
@@ -93,7 +94,7 @@ class ThreadNotFound(NotFound):
             "`threads.retry_after_item`",
             "content": {
                 "application/json": {"schema": {"$ref": CHATKIT_ANSWER_REF}},
-                "text/event-stream": {"schema": {"$ref": CHATKIT_STREAM_EVENT_REF}},
+                "text/event-stream": {"schema": sse_frames(CHATKIT_STREAM_EVENT_REF)},
             },
         },
         **error_responses(400, 404, 409, 413, 422, 429),

@@ -132,8 +132,10 @@ async def test_streamed_events_are_the_documented_ones(
             "error",
         }
         stream_doc = schema["paths"]["/api/chat/stream"]["post"]["responses"]["200"]["content"]
-        assert stream_doc == {
-            "text/event-stream": {"schema": {"$ref": "#/components/schemas/ChatStreamEvent"}}
+        frames = stream_doc["text/event-stream"]["schema"]  # `data` of each frame: one event
+        assert set(stream_doc) == {"text/event-stream"}
+        assert frames["properties"]["data"]["contentSchema"] == {
+            "$ref": "#/components/schemas/ChatStreamEvent"
         }
         assert set(schema["paths"]["/api/chat"]["post"]["responses"]["200"]["content"]) == {
             "application/json"
