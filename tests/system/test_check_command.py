@@ -16,7 +16,8 @@ from tests.support.stub_llm import StubLLM
 
 
 async def check(env: dict[str, str]) -> tuple[int, list[str]]:
-    """`task-assistant check` in its own process (the stub keeps answering in this one)."""
+    """`task-assistant check` in its own process (the stub keeps answering in this one): its
+    exit code and the sentences it prints (log lines go to stderr)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -25,7 +26,7 @@ async def check(env: dict[str, str]) -> tuple[int, list[str]]:
         cwd=ROOT,
         env=env,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode is not None
