@@ -71,7 +71,10 @@ def _database_where(settings: Settings, url: str) -> str:
     if not settings.database_url:
         return f"the embedded PostgreSQL in {settings.data_dir}"
     parsed = make_url(url)
-    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database}"
+    host = parsed.host or parsed.query.get("host") or "localhost"
+    if isinstance(host, str) and host.startswith("/"):
+        return f"{parsed.database} (socket in {host})"
+    return f"{host}:{parsed.port or 5432}/{parsed.database}"
 
 
 def _migrate(args: argparse.Namespace) -> None:
@@ -376,7 +379,8 @@ class _Version(argparse.Action):
             number = version("task-assistant")
         except PackageNotFoundError:  # run from a checkout that was never installed
             number = "unknown (not installed)"
-        parser.exit(message=f"{parser.prog} {number}\n")
+        print(f"{parser.prog} {number}")  # on stdout, as argparse's own version action does
+        parser.exit()
 
 
 def _parser() -> argparse.ArgumentParser:
