@@ -41,13 +41,10 @@ EPILOG = (
     "MIGRATE_ON_START. Every setting, its default and its limits: docs/configuration.md.\n\n"
     "`task-assistant COMMAND --help` describes each command."
 )
-DEV_TOKEN_HOURS = "8 h"
-"""`backend.auth.devkeys.DEV_TOKEN_TTL_SECONDS` in words, for `--help` without importing the
-signing code (tests/system/test_cli.py holds the two equal)."""
+DEV_TOKEN_HOURS = "8 h"  # DEV_TOKEN_TTL_SECONDS for --help, unimported (test_cli holds them equal)
 
 
-def __getattr__(name: str) -> Any:
-    # Kept importable from here (tests, bench) without importing Alembic's config for `--help`.
+def __getattr__(name: str) -> Any:  # ALEMBIC_INI, importable from here, not imported for --help
     if name == "ALEMBIC_INI":
         from backend.core.schema import ALEMBIC_INI
 
@@ -71,8 +68,8 @@ def _database_where(settings: Settings, url: str) -> str:
     if not settings.database_url:
         return f"the embedded PostgreSQL in {settings.data_dir}"
     parsed = make_url(url)
-    host = parsed.host or parsed.query.get("host") or "localhost"
-    if isinstance(host, str) and host.startswith("/"):
+    host = str(parsed.host or parsed.query.get("host") or "localhost")
+    if host.startswith("/"):
         return f"{parsed.database} (socket in {host})"
     return f"{host}:{parsed.port or 5432}/{parsed.database}"
 
@@ -295,11 +292,9 @@ async def _check_schema(url: str, settings: Settings) -> None:
 def _serve(args: argparse.Namespace) -> None:
     """Fail fast (port, embedded database, schema), serve, and stop the embedded database after.
 
-    uvicorn re-raises SIGTERM (and SIGINT) once it has shut down; with the default handler the
-    process would die there, `finally` blocks and `atexit` hooks unrun, and its parent (a shell,
-    `make run`, a supervisor) would see it killed. `_raise_terminated` turns SIGTERM into an
-    exception, as Python does SIGINT: the embedded PostgreSQL is stopped, and the process exits 0,
-    a stop that was asked for and done cleanly.
+    uvicorn re-raises SIGTERM (and SIGINT) once it has shut down; by default the process would die
+    of it, `finally` blocks unrun, and its parent (`make run`, a supervisor) see it killed. Here it
+    is an exception, as SIGINT is: the embedded PostgreSQL is stopped, and the exit code is 0.
     """
     import uvicorn
 
@@ -361,46 +356,30 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         )
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
-
-
-class _Version(argparse.Action):
-    """`--version`: the installed package's version, read only when asked for."""
-
-    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any):
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
-
-    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            number = version("task-assistant")
-        except PackageNotFoundError:  # run from a checkout that was never installed
-            number = "unknown (not installed)"
-        print(f"{parser.prog} {number}")  # on stdout, as argparse's own version action does
-        parser.exit()
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def _parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        number = version("task-assistant")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        number = "unknown (not installed)"
     parser = argparse.ArgumentParser(
         prog="task-assistant",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=_HelpFormatter,
     )
-    parser.add_argument("--version", action=_Version, help="print the version and exit")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {number}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, summary: str, details: str = "") -> argparse.ArgumentParser:
         return sub.add_parser(
             name,
             help=summary,
-            description=summary[0].upper()
-            + summary[1:]
-            + "."
-            + (f"\n\n{details}" if details else ""),
+            description=f"{summary[0].upper()}{summary[1:]}.\n\n{details}".rstrip(),
             epilog="Settings: the environment or .env (see `task-assistant --help` and "
             "docs/configuration.md).",
             formatter_class=_HelpFormatter,
@@ -429,19 +408,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_serve)
 
-    mig = command(
+    command(
         "migrate",
         "apply Alembic migrations (alembic upgrade head) and say from which revision to which",
         "The database: DATABASE_URL, or with it unset the embedded PostgreSQL in DATA_DIR.",
-    )
-    mig.set_defaults(func=_migrate)
-
-    chk = command(
+    ).set_defaults(func=_migrate)
+    command(
         "check",
         "make one tiny model call and one database round trip, and say whether each works "
         "(exit code 1 if not)",
-    )
-    chk.set_defaults(func=_check)
+    ).set_defaults(func=_check)
 
     tok = command(
         "token",
