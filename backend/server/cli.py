@@ -109,7 +109,7 @@ async def _migrate_saying(settings: Settings, url: str) -> tuple[bool, str]:
     head, _ = await asyncio.to_thread(code_revisions)
     at = f"{after} (head)" if after == head else f"{after} (this code's head is {head})"
     if before == after:
-        return True, f"{where} is already at revision {at}: nothing to migrate."
+        return True, f"Already at revision {at}: {where}, nothing to migrate."
     return True, f"Migrated {where} from revision {before or 'none (empty database)'} to {at}."
 
 

@@ -133,9 +133,7 @@ def test_migrate_says_what_it_did(empty_database: str) -> None:
     assert done, first.stdout
     again = _run("migrate", env=env)
     assert again.returncode == 0, again.stderr
-    assert again.stdout == (
-        f"{done[1]} is already at revision {head} (head): nothing to migrate.\n"
-    )
+    assert again.stdout == f"Already at revision {head} (head): {done[1]}, nothing to migrate.\n"
 
     closed = f"postgresql://postgres:s3cret-pw@127.0.0.1:{free_port()}/nowhere"
     refused = _run("migrate", env={**env, "DATABASE_URL": closed})
