@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 TOOLS := .venv-tools
 UV_VERSION := 0.13.9
 UV := $(TOOLS)/bin/uv
@@ -22,9 +23,16 @@ $(UV):
 	$(TOOLS)/bin/python -m pip install --disable-pip-version-check uv==$(UV_VERSION)
 
 # --locked: install exactly uv.lock, and stop if pyproject.toml no longer matches it (`make lock`).
+# Two installs: `install` (tests, linters, the bench: the dev extra too) and $(RUN_STAMP) (what
+# `make run` needs, without the dev extra's ~50 packages). The dev install holds the run install,
+# so it stamps both; the run install is --inexact, so it leaves an earlier dev install whole.
 $(STAMP): pyproject.toml uv.lock | $(UV)
 	$(UV_ENV) $(UV) sync --locked --extra dev
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
+
+$(RUN_STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV_ENV) $(UV) sync --locked --inexact
+	touch $(RUN_STAMP)
 
 install: $(STAMP)
 
@@ -36,8 +44,9 @@ lock: | $(UV)
 upgrade: | $(UV)
 	$(UV_ENV) $(UV) lock --upgrade
 
-run: install
-	$(BIN)/task-assistant serve --host $(HOST) --port $(PORT) $(if $(WORKERS),--workers $(WORKERS))
+# exec: the server is make's own child, and its exit code (0 after SIGTERM or Ctrl-C) is make's.
+run: $(RUN_STAMP)
+	exec $(BIN)/task-assistant serve --host $(HOST) --port $(PORT) $(if $(WORKERS),--workers $(WORKERS))
 
 # The tiers: tests/unit (no database), tests/api (the app in process on PostgreSQL), tests/system
 # (processes and browsers, marked slow). Database tiers run on xdist workers, one database each.

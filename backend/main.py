@@ -54,6 +54,7 @@ from backend.web.apidocs import install_api_docs
 from backend.web.chat import router as chat_router
 from backend.web.chatkit import router as chatkit_router
 from backend.web.errors import install_error_handlers
+from backend.web.head import HeadAsGet
 from backend.web.mcp import MCPEndpoint
 from backend.web.middleware import RequestContextMiddleware
 from backend.web.playground import build_router as build_web_router
@@ -293,6 +294,7 @@ def create_app(
         app.router.routes.append(
             Route(path, mcp_endpoint, methods=["POST"], include_in_schema=False)
         )
+    app.add_middleware(HeadAsGet)  # innermost: the layers outside see HEAD (see backend.web.head)
     if settings.cors_origins:
         wildcard = settings.cors_origins == ["*"]
         app.add_middleware(

@@ -23,6 +23,10 @@ from backend.core.config import DEV_ISSUER
 
 KEY_FILE = "dev-jwt-ed25519.pem"
 
+DEV_TOKEN_TTL_SECONDS = 8 * 3600
+"""How long a development token lives, however it is minted: `task-assistant token <user>` (its
+`--ttl` default) and `POST /api/dev/token` (the playground's sign-in)."""
+
 UNKNOWN_KEY_DETAIL = (
     "Token signed by a key that no longer exists: development auth trusts only the current "
     "development key in DATA_DIR (a new one is made when DATA_DIR is reset); "
@@ -78,7 +82,7 @@ def mint_token(
     key: Ed25519PrivateKey,
     sub: str,
     *,
-    ttl_seconds: int = 12 * 3600,
+    ttl_seconds: int = DEV_TOKEN_TTL_SECONDS,
     issuer: str = DEV_ISSUER,
     audience: str = DEV_ISSUER,
     extra: dict[str, Any] | None = None,

@@ -1,5 +1,9 @@
 """The `task-assistant` command: serve, migrate, check the model and the database, and mint
-development tokens."""
+development tokens.
+
+`--help` and `--version` must answer at once: this module imports only the standard library at
+the top; each subcommand imports what it needs (settings, SQLAlchemy, uvicorn, the app) when it runs.
+"""
 
 from __future__ import annotations
 
@@ -13,27 +17,105 @@ import socket
 import sys
 import time
 from types import FrameType
-from typing import TYPE_CHECKING
-
-from backend.core.config import Settings, get_settings
-from backend.core.schema import ALEMBIC_INI
-from backend.core.schema import migrate as migrate_url
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from backend.core.config import Settings
     from backend.core.errors import ProviderError
+    from backend.core.schema import ALEMBIC_INI  # at run time through `__getattr__` below
 
 __all__ = ["ALEMBIC_INI", "main", "migrate"]
+
+DESCRIPTION = (
+    "task-assistant: a stateless, JWT-authenticated task-assistant chat API on PostgreSQL.\n\n"
+    "`serve` starts it (with DATABASE_URL unset, on an embedded PostgreSQL in DATA_DIR, which it "
+    "starts and stops); `migrate` brings the database's schema up to this code's; `check` says "
+    "whether the model and the database work; `token` mints a development token for curl."
+)
+EPILOG = (
+    "Settings are read from the environment, then from a .env file in the current directory (the "
+    "environment wins; an empty value means the default). Those a first run meets: DATABASE_URL "
+    "(unset: the embedded PostgreSQL), DATA_DIR (default ./.data), LLM_API_KEY, LLM_BASE_URL and "
+    "LLM_MODEL, or GEMINI_API_KEY (unset: the built-in offline model), BETTER_AUTH_URL or "
+    "JWT_SECRET (unset: development auth, with tokens from `token`), LOG_LEVEL, WORKERS, "
+    "MIGRATE_ON_START. Every setting, its default and its limits: docs/configuration.md.\n\n"
+    "`task-assistant COMMAND --help` describes each command."
+)
+DEV_TOKEN_HOURS = "8 h"  # DEV_TOKEN_TTL_SECONDS for --help, unimported (test_cli holds them equal)
+
+
+def __getattr__(name: str) -> Any:  # ALEMBIC_INI, importable from here, not imported for --help
+    if name == "ALEMBIC_INI":
+        from backend.core.schema import ALEMBIC_INI
+
+        return ALEMBIC_INI
+    raise AttributeError(name)
 
 
 def migrate(url: str | None = None) -> None:
     """`alembic upgrade head` on `url`, or on the configured (or embedded) database."""
+    from backend.core.config import get_settings
     from backend.core.embedded import resolve_database_url
+    from backend.core.schema import migrate as migrate_url
 
     migrate_url(url or resolve_database_url(get_settings()))
 
 
+def _database_where(settings: Settings, url: str) -> str:
+    """The database in words, without credentials: `host:port/name` or the embedded one."""
+    from sqlalchemy.engine import make_url
+
+    if not settings.database_url:
+        return f"the embedded PostgreSQL in {settings.data_dir}"
+    parsed = make_url(url)
+    host = str(parsed.host or parsed.query.get("host") or "localhost")
+    if host.startswith("/"):
+        return f"{parsed.database} (socket in {host})"
+    return f"{host}:{parsed.port or 5432}/{parsed.database}"
+
+
+def _migrate(args: argparse.Namespace) -> None:
+    """`alembic upgrade head`, then one sentence: from which revision to which, or none to do."""
+    settings = _settings_or_exit()
+    from backend.core.embedded import resolve_database_url
+
+    try:
+        url = resolve_database_url(settings)
+    except Exception as exc:
+        sys.exit(f"error: the embedded PostgreSQL did not start ({exc})")
+    ok, said = asyncio.run(_migrate_saying(settings, url))
+    if not ok:
+        sys.exit(f"error: {said}")
+    print(said, flush=True)
+
+
+async def _migrate_saying(settings: Settings, url: str) -> tuple[bool, str]:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from backend.core.db import describe_db_error
+    from backend.core.schema import code_revisions, database_revision
+    from backend.core.schema import migrate as migrate_url
+
+    where = _database_where(settings, url)
+    engine = create_async_engine(url)  # a plain one, as migrations/env.py's: no failure logging
+    try:
+        before = await database_revision(engine)
+        await asyncio.to_thread(migrate_url, url)
+        after = await database_revision(engine)
+    except Exception as exc:
+        return False, f"could not migrate {where}: {describe_db_error(exc, engine.url.password)}"
+    finally:
+        await engine.dispose()
+    head, _ = await asyncio.to_thread(code_revisions)
+    at = f"{after} (head)" if after == head else f"{after} (this code's head is {head})"
+    if before == after:
+        return True, f"Already at revision {at}: {where}, nothing to migrate."
+    return True, f"Migrated {where} from revision {before or 'none (empty database)'} to {at}."
+
+
 def _token(args: argparse.Namespace) -> None:
-    from backend.auth.devkeys import load_or_create_dev_key, mint_token
+    from backend.auth.devkeys import DEV_TOKEN_TTL_SECONDS, load_or_create_dev_key, mint_token
+    from backend.core.config import get_settings
 
     settings = get_settings()
     if not settings.dev_auth:
@@ -42,11 +124,13 @@ def _token(args: argparse.Namespace) -> None:
             "neither BETTER_AUTH_URL nor JWT_SECRET is set"
         )
     key = load_or_create_dev_key(settings.data_dir)
-    print(mint_token(key, args.user, ttl_seconds=args.ttl))
+    print(mint_token(key, args.user, ttl_seconds=args.ttl or DEV_TOKEN_TTL_SECONDS))
 
 
 def _settings_or_exit() -> Settings:
     from pydantic import ValidationError
+
+    from backend.core.config import get_settings
 
     try:
         return get_settings()
@@ -137,7 +221,6 @@ async def _check_model(settings: Settings) -> tuple[bool, str]:
 
 async def _check_database(settings: Settings) -> tuple[bool, str]:
     from sqlalchemy import text
-    from sqlalchemy.engine import make_url
 
     from backend.core.db import create_engine
     from backend.core.embedded import resolve_database_url
@@ -147,12 +230,7 @@ async def _check_database(settings: Settings) -> tuple[bool, str]:
         url = await asyncio.to_thread(resolve_database_url, settings)
     except Exception as exc:
         return False, f"The database does not work: the embedded PostgreSQL did not start ({exc})."
-    parsed = make_url(url)
-    where = (
-        f"the embedded PostgreSQL in {settings.data_dir}"
-        if not settings.database_url
-        else f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database}"
-    )
+    where = _database_where(settings, url)
     engine = create_engine(url, settings)
     started = time.perf_counter()
     try:
@@ -214,12 +292,13 @@ async def _check_schema(url: str, settings: Settings) -> None:
 def _serve(args: argparse.Namespace) -> None:
     """Fail fast (port, embedded database, schema), serve, and stop the embedded database after.
 
-    uvicorn re-raises SIGTERM once it has shut down; with the default handler the process would
-    die there, `finally` blocks and `atexit` hooks unrun. `_raise_terminated` turns it into an
-    exception, the embedded PostgreSQL is stopped, then the signal is re-raised as uvicorn meant.
+    uvicorn re-raises SIGTERM (and SIGINT) once it has shut down; by default the process would die
+    of it, `finally` blocks unrun, and its parent (`make run`, a supervisor) see it killed. Here it
+    is an exception, as SIGINT is: the embedded PostgreSQL is stopped, and the exit code is 0.
     """
     import uvicorn
 
+    from backend.core.config import get_settings
     from backend.core.embedded import EmbeddedDatabaseBusy, embedded_database_url, stop_embedded
     from backend.core.schema import SchemaBehind
     from backend.server.httpserver import uvicorn_limits
@@ -242,7 +321,6 @@ def _serve(args: argparse.Namespace) -> None:
         sys.exit(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
 
     signal.signal(signal.SIGTERM, _raise_terminated)
-    terminated = False
     try:
         url = settings.database_url or embedded_database_url(settings.data_dir, exclusive=True)
         asyncio.run(_check_schema(url, settings))
@@ -258,27 +336,63 @@ def _serve(args: argparse.Namespace) -> None:
         )
     except (EmbeddedDatabaseBusy, SchemaBehind) as exc:
         sys.exit(f"error: {exc}")
-    except _Terminated:
-        terminated = True
-    except KeyboardInterrupt:
-        pass
+    except (_Terminated, KeyboardInterrupt):
+        pass  # SIGTERM or SIGINT (Ctrl-C): uvicorn has shut down; exit 0 once cleaned up
     finally:
         if not settings.database_url:
             stop_embedded(settings.data_dir)
-    if terminated:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.raise_signal(signal.SIGTERM)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="task-assistant")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default in its help (none shown where the help says where it comes from);
+    the description's and epilog's lines each wrapped on their own (argparse joins them)."""
 
-    serve = sub.add_parser(
-        "serve", help="check (and when configured, migrate) the database, then serve the API"
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        return "\n".join(
+            textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent)
+            for line in text.splitlines()
+        )
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        number = version("task-assistant")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        number = "unknown (not installed)"
+    parser = argparse.ArgumentParser(
+        prog="task-assistant",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=_HelpFormatter,
     )
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {number}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, details: str = "") -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=summary,
+            description=f"{summary[0].upper()}{summary[1:]}.\n\n{details}".rstrip(),
+            epilog="Settings: the environment or .env (see `task-assistant --help` and "
+            "docs/configuration.md).",
+            formatter_class=_HelpFormatter,
+        )
+
+    serve = command(
+        "serve",
+        "check (and when configured, migrate) the database, then serve the API",
+        "With DATABASE_URL unset it starts an embedded PostgreSQL in DATA_DIR and stops it on "
+        "exit. SIGTERM or Ctrl-C stops it gracefully, with exit code 0.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="the port to listen on")
     serve.add_argument(
         "--workers",
         type=int,
@@ -294,24 +408,38 @@ def main(argv: list[str] | None = None) -> None:
     )
     serve.set_defaults(func=_serve)
 
-    mig = sub.add_parser("migrate", help="apply Alembic migrations (alembic upgrade head)")
-    mig.set_defaults(func=lambda _: migrate())
-
-    chk = sub.add_parser(
+    command(
+        "migrate",
+        "apply Alembic migrations (alembic upgrade head) and say from which revision to which",
+        "The database: DATABASE_URL, or with it unset the embedded PostgreSQL in DATA_DIR.",
+    ).set_defaults(func=_migrate)
+    command(
         "check",
-        help="make one tiny model call and one database round trip, and say whether each works "
+        "make one tiny model call and one database round trip, and say whether each works "
         "(exit code 1 if not)",
-    )
-    chk.set_defaults(func=_check)
+    ).set_defaults(func=_check)
 
-    tok = sub.add_parser("token", help="print a development token for USER (dev auth mode only)")
-    tok.add_argument("user")
+    tok = command(
+        "token",
+        "print a development token for USER (dev auth mode only)",
+        f"Signed with the development key in DATA_DIR and valid {DEV_TOKEN_HOURS}, as a token from "
+        "the playground's sign-in (POST /api/dev/token). Development auth mode only: neither "
+        "BETTER_AUTH_URL nor JWT_SECRET set.",
+    )
+    tok.add_argument("user", help="the user id (the token's `sub`)")
     tok.add_argument(
-        "--ttl", type=int, default=12 * 3600, help="lifetime in seconds (default 12 h)"
+        "--ttl",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help=f"lifetime in seconds (default: {DEV_TOKEN_HOURS}, as the playground's sign-in)",
     )
     tok.set_defaults(func=_token)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
     args.func(args)
 
 

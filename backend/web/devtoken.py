@@ -48,12 +48,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from backend.auth.devkeys import load_or_create_dev_key, mint_token
+from backend.auth.devkeys import DEV_TOKEN_TTL_SECONDS, load_or_create_dev_key, mint_token
 from backend.core.errors import Forbidden, NotFound
 from backend.web.deps import SettingsDep
 from backend.web.errors import error_responses
 
-TTL_SECONDS = 8 * 3600
 PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
 LOGIN_HEADER = "X-Dev-Login"
 LOGIN_PARAM = "login"
@@ -223,7 +222,7 @@ async def dev_token(body: DevTokenRequest, settings: SettingsDep) -> DevTokenRes
     """Development auth mode only, on loopback only, with the login secret the server printed at
     start in `X-Dev-Login`: sign a token for `user` with the development key."""
     key = await asyncio.to_thread(load_or_create_dev_key, settings.data_dir)
-    token = mint_token(key, body.user, ttl_seconds=TTL_SECONDS)
+    token = mint_token(key, body.user, ttl_seconds=DEV_TOKEN_TTL_SECONDS)
     exp = jwt.decode(token, options={"verify_signature": False})["exp"]
     return DevTokenResponse(
         token=token, user=body.user, expires_at=datetime.fromtimestamp(exp, UTC)

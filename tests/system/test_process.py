@@ -143,7 +143,7 @@ def test_sigterm_stops_embedded_postgres_and_a_second_server_fails_fast(
     assert httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).status_code == 200
 
     code = _stop(first, signal.SIGTERM)
-    assert code == -signal.SIGTERM  # uvicorn's re-raised SIGTERM, after our clean-up
+    assert code == 0  # a clean stop: uvicorn's re-raised SIGTERM is caught, cleaned up after
     assert _wait_no_postgres(pg_data_dir) == []
     assert not (pg_data_dir / "pg" / "postmaster.pid").exists()
 

@@ -173,7 +173,7 @@ async def test_chat_tasks_history_and_isolation(server: str, browser: Any) -> No
     await page.locator("#message").press("Shift+Enter")
     await page.locator("#message").press("b")
     assert await page.locator("#message").input_value() == "a\nb"
-    await expect(page.locator("#messages li")).to_have_count(0)
+    await expect(page.locator("#messages .message")).to_have_count(0)
 
     async with page.expect_response("**/api/chat") as chat_response:
         await send(page, "add a task to buy milk")
@@ -210,7 +210,7 @@ async def test_chat_tasks_history_and_isolation(server: str, browser: Any) -> No
     entry = page.locator("#conversation-list .conversation-open")
     await expect(entry).to_have_text(["add a task to buy milk"])
     await page.locator("#new-conversation").click()
-    await expect(page.locator("#messages li")).to_have_count(0)
+    await expect(page.locator("#messages .message")).to_have_count(0)
     await entry.click()
     await expect(page.locator("#messages .message.user .text")).to_have_text(
         ["add a task to buy milk"]
@@ -241,7 +241,7 @@ async def test_chat_tasks_history_and_isolation(server: str, browser: Any) -> No
     await page.locator("#dev-user").press("Enter")
     await expect(page.locator("#whoami-name")).to_have_text("bob")
     await expect(page.locator("#conversations-status")).to_have_text("No conversations yet.")
-    await expect(page.locator("#messages li")).to_have_count(0)
+    await expect(page.locator("#messages .message")).to_have_count(0)
     await expect(page.locator("#task-list li")).to_have_count(0)
 
 
@@ -281,8 +281,8 @@ async def test_filter_delete_and_paginated_history(
 
     # 120 messages come in three pages of 50; the page follows next_cursor to the end.
     await page.locator("#conversation-list .conversation-open", has_text="Long chat").click()
-    await expect(page.locator("#messages li")).to_have_count(120)
-    await expect(page.locator("#messages li .text").last).to_have_text("m119")
+    await expect(page.locator("#messages .message")).to_have_count(120)
+    await expect(page.locator("#messages .message .text").last).to_have_text("m119")
 
     await page.locator("#refresh-tasks").click()
     titles = page.locator("#task-list label")
@@ -297,7 +297,7 @@ async def test_filter_delete_and_paginated_history(
     page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_role("button", name="Delete conversation: Long chat").click()
     await expect(page.locator("#conversation-list li")).to_have_count(0)
-    await expect(page.locator("#messages li")).to_have_count(0)
+    await expect(page.locator("#messages .message")).to_have_count(0)
     async with httpx.AsyncClient(base_url=server, headers=bearer(token)) as api:
         assert (await api.get(f"/api/conversations/{conversation}")).status_code == 404
         assert [t["title"] for t in (await api.get("/api/tasks")).json()["tasks"]] == ["Call mom"]
@@ -323,7 +323,7 @@ async def test_rate_limit_shows_a_live_countdown_and_keeps_the_message(
     await expect(countdown).to_have_text(f"You can send again in {first - 1} s.", timeout=3000)
     await expect(page.locator("#message")).to_have_value("add a task to buy milk")
     await expect(page.locator("#send")).to_be_disabled()
-    await expect(page.locator("#messages li")).to_have_count(0)
+    await expect(page.locator("#messages .message")).to_have_count(0)
 
 
 async def test_resend_after_a_network_error_reuses_the_idempotency_key(
@@ -494,3 +494,109 @@ async def test_provider_faults_are_said_in_words(
     await expect(error).to_contain_text("Sending again will not help")
     await expect(error).to_contain_text(f"The server's detail for {code}")
     assert "moment" not in (await error.text_content() or "")
+
+
+AXE = Path(__file__).with_name("vendor") / "axe.min.js"
+"""axe-core, vendored (tests/system/vendor/README.md): nothing is fetched at test time."""
+
+
+async def axe_violations(page: Any) -> list[dict[str, Any]]:
+    """axe-core's violations on the page as it is now. Evaluated through the DevTools protocol,
+    which the page's CSP (scripts from 'self' only) does not apply to."""
+    if not await page.evaluate("typeof window.axe !== 'undefined'"):
+        await page.evaluate(AXE.read_text())
+    results = await page.evaluate("axe.run(document, { resultTypes: ['violations'] })")
+    return list(results["violations"])
+
+
+def _serious(violations: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at "
+        + ", ".join(str(node["target"]) for node in v["nodes"][:3])
+        for v in violations
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+@pytest.mark.parametrize(
+    "viewport", [{"width": 1280, "height": 800}, {"width": 375, "height": 740}]
+)
+async def test_axe_finds_nothing_serious_signed_out_or_in(
+    server: str, browser: Any, viewport: dict[str, int]
+) -> None:
+    page = await new_page(browser, viewport=viewport)
+    await page.goto(server + "/")
+    await expect(page.locator("#dev-user")).to_be_focused()
+    signed_out = await axe_violations(page)
+    assert _serious(signed_out) == [], signed_out
+
+    user = f"axe-{viewport['width']}"
+    await sign_in(page, server, user)
+    await send(page, "add a task to buy milk")
+    await expect(page.locator("#messages .message.assistant .chip.ok")).to_have_count(1)
+    await expect(page.locator("#messages")).not_to_have_attribute("aria-busy", "true")
+    await page.locator("#messages .chip summary").last.click()  # a chip opened, too
+    await expect(page.locator("#conversation-list li")).to_have_count(1)
+    await expect(page.locator("#task-list li")).to_have_count(1)
+    signed_in = await axe_violations(page)
+    assert _serious(signed_in) == [], signed_in
+
+
+HIDDEN_BELOW = """() => {
+  const log = document.getElementById("messages");
+  const last = log.lastElementChild.getBoundingClientRect();
+  return { px: last.bottom - log.getBoundingClientRect().bottom,
+           scrollable: log.scrollHeight > log.clientHeight };
+}"""
+"""How many pixels of the conversation's last message are below the edge of the log."""
+
+
+@pytest.mark.parametrize(
+    "viewport", [{"width": 1280, "height": 800}, {"width": 375, "height": 740}]
+)
+async def test_an_opened_conversation_shows_its_last_message_whole(
+    server: str, browser: Any, database_url: str, viewport: dict[str, int]
+) -> None:
+    """Opening a conversation scrolls to its end once the tool-call chips are in: they sit above
+    an answer's text, and scrolling before they were drawn left the last 35 px hidden."""
+    user = f"scroll-{viewport['width']}"
+    conversation = uuid.uuid4()
+    call = {"tool": "add_task", "arguments": {"title": "Water the plants"}}
+    engine = create_async_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO conversations (id, user_id, title) VALUES (:id, :user, 'Plants')"),
+            {"id": conversation, "user": user},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO messages (conversation_id, user_id, role, content, tool_calls) "
+                "VALUES (:c, :user, :role, :content, CAST(:calls AS jsonb))"
+            ),
+            [
+                {
+                    "c": conversation,
+                    "user": user,
+                    "role": "user" if n % 2 == 0 else "assistant",
+                    "content": f"add a task to water plant {n // 2}"
+                    if n % 2 == 0
+                    else f"Added 'Water plant {n // 2}' (task {n // 2 + 1}).",
+                    "calls": None
+                    if n % 2 == 0
+                    else json.dumps([{**call, "result": {"id": n // 2 + 1, "status": "created"}}]),
+                }
+                for n in range(12)
+            ],
+        )
+    await engine.dispose()
+    page = await new_page(browser, viewport=viewport)
+    await sign_in(page, server, user)
+    if viewport["width"] < 860:
+        await page.get_by_role("button", name="Conversations", exact=True).click()
+    await page.locator("#conversation-list .conversation-open").click()
+    await expect(page.locator("#messages .message")).to_have_count(12)
+    await expect(page.locator("#messages .chip")).to_have_count(6)
+    await page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    hidden = await page.evaluate(HIDDEN_BELOW)
+    assert hidden["scrollable"], "the conversation should be longer than the log"
+    assert hidden["px"] <= 0.5, f"{hidden['px']} px of the last message hidden below the log"

@@ -287,15 +287,21 @@ function clearChat() {
   $("chat-empty").hidden = false;
 }
 
-function addMessage(role, text) {
+function addMessage(role, text, scroll = true) {
   const body = el("div", { class: "text", text });
   const chips = el("ul", { class: "chips" });
-  const item = el("li", { class: `message ${role}` },
+  const item = el("article", { class: `message ${role}` },
     el("p", { class: "who", text: role === "user" ? "You" : "Assistant" }), chips, body);
   $("messages").append(item);
   $("chat-empty").hidden = true;
-  item.scrollIntoView({ block: "end" });
+  if (scroll) showEnd(item);
   return { item, body, chips, open: [] };
+}
+
+/* Scroll the log (and the page) so that `item`'s end is in view. Called again whenever the item
+   grows, as when its tool-call chips, which sit above its text, are added. */
+function showEnd(item) {
+  item.scrollIntoView({ block: "end" });
 }
 
 function summarize(result) {
@@ -348,6 +354,7 @@ function handleEvent(event, reply) {
       return false;
     case "tool_call":
       addChip(reply, event.tool, event.arguments);
+      showEnd(reply.item);
       return false;
     case "tool_result": {
       const entry = reply.open.find((e) => e.tool === event.tool && e.chip.classList.contains("running"));
@@ -361,6 +368,7 @@ function handleEvent(event, reply) {
         renderToolCalls(reply, event.tool_calls); // a replayed answer carries its tool calls here
         loadTasks();
       }
+      showEnd(reply.item);
       loadConversations(false); // the title may have been set by this turn
       return true;
     case "error":
@@ -629,10 +637,17 @@ async function openConversation(id) {
       const body = await api(`/api/conversations/${id}?${query}`);
       if (run !== state.openRun) return;
       $("chat-heading").textContent = conversationTitle(body);
+      let last = null;
       for (const message of body.messages) {
         if (message.role !== "user" && message.role !== "assistant") continue;
-        const shown = addMessage(message.role, message.content);
-        renderToolCalls(shown, message.tool_calls);
+        last = addMessage(message.role, message.content, false);
+        renderToolCalls(last, message.tool_calls);
+      }
+      // To the end once the page's messages are in, chips and all; once more after the browser
+      // has laid them out, in case anything still grew.
+      if (last) {
+        showEnd(last.item);
+        requestAnimationFrame(() => { if (run === state.openRun) showEnd(last.item); });
       }
       after = body.next_cursor ?? null;
       if (after === null) break;
