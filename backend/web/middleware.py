@@ -12,6 +12,15 @@ app, in `httpserver`): at most MAX_HEADER_COUNT headers and MAX_HEADER_FIELD_BYT
 (431), a body of at most MAX_BODY_BYTES whether declared or chunked (413), and a body that
 arrives within REQUEST_READ_TIMEOUT_SECONDS (408). The body errors are Starlette
 HTTPExceptions so FastAPI passes them through its body parsing instead of answering 400.
+
+Anonymous callers are turned away here, before anything is read or rendered for them:
+- a request with a body to `/api/*` (but `/api/dev/`, which has its own guard) or `/mcp` whose
+  `Authorization` is not `Bearer <something shaped like a JWT>` answers 401 at once and its body
+  is never read (FastAPI reads a body before it runs the route's dependencies, so without this an
+  anonymous 1 MB body would be buffered before the token is looked at). Only the header's shape
+  is checked: the token is verified by the route's dependency (`deps.current_user`, `mcp.py`).
+- `GET /metrics` without a bearer token answers 401 unless METRICS_PUBLIC (the endpoint checks
+  the token itself; this only spares the app's routing for a flood of anonymous scrapes).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backend.core.logging import request_id_var
 from backend.observability import metrics
 from backend.web.errors import unexpected_error_response
+from backend.web.state import STATE_KEY, AppState
 
 log = logging.getLogger("backend.access")
 
@@ -67,6 +77,10 @@ _DOCS_HEADERS = [
     ),
 ]
 _DOCS_PREFIXES = ("/docs", "/redoc")
+_OWN_GUARD_PREFIXES = ("/api/dev/",)  # loopback-only development routes: no bearer token
+_JWT_SHAPE = re.compile(rb"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+_MISSING_TOKEN = [(b"www-authenticate", b"Bearer")]
+_INVALID_TOKEN = [(b"www-authenticate", b'Bearer error="invalid_token"')]
 _CLOSE = {"Connection": "close"}  # the rest of the body is never read: end the connection
 
 
@@ -114,10 +128,11 @@ class RequestContextMiddleware:
             extra_headers = SECURITY_HEADERS + _API_HEADERS
         status_holder = [0]
 
-        refusal = self._refusal(scope)
+        refusal = self._refusal(scope) or _anonymous_refusal(scope, path)
         if refusal is not None:
-            status, detail, code = refusal
-            await _send_error(send, status, detail, code, request_id, extra_headers)
+            status, detail, code, *challenge = refusal
+            headers = [*challenge[0], *extra_headers] if challenge else extra_headers
+            await _send_error(send, status, detail, code, request_id, headers)
             self._log(scope, status, started)
             request_id_var.reset(token)
             return
@@ -210,6 +225,47 @@ class RequestContextMiddleware:
             elapsed * 1000,
             _log_value(state.get("user_id", "-")),
         )
+
+
+def _anonymous_refusal(
+    scope: Scope, path: str
+) -> tuple[int, str, str, list[tuple[bytes, bytes]]] | None:
+    """The 401 for an anonymous caller that must not cost us a body or a render, or None."""
+    if path == "/metrics":
+        state: AppState | None = scope.get("state", {}).get(STATE_KEY)
+        if state is None or state.settings.metrics_public or _bearer(scope) is not None:
+            return None  # the endpoint decides
+        return 401, "Missing metrics token", "unauthorized", _MISSING_TOKEN
+    if not (path.startswith("/api/") or path in ("/api", "/mcp", "/mcp/")):
+        return None
+    if path.startswith(_OWN_GUARD_PREFIXES) or scope.get("method") == "OPTIONS":
+        return None
+    if not _has_body(scope):
+        return None  # the route's dependency answers, as cheaply, with nothing buffered
+    token = _bearer(scope)
+    if token is None:
+        return 401, "Missing bearer token", "unauthorized", _MISSING_TOKEN
+    if not _JWT_SHAPE.match(token):
+        return 401, "Invalid token", "unauthorized", _INVALID_TOKEN
+    return None
+
+
+def _bearer(scope: Scope) -> bytes | None:
+    """The credentials of `Authorization: Bearer <credentials>`, or None (absent, another
+    scheme, empty), as `HTTPBearer` reads the header."""
+    for key, value in scope.get("headers", []):
+        if key == b"authorization":
+            scheme, _, credentials = value.partition(b" ")
+            credentials = credentials.strip()
+            return credentials if scheme.lower() == b"bearer" and credentials else None
+    return None
+
+
+def _has_body(scope: Scope) -> bool:
+    for key, value in scope.get("headers", []):
+        if key == b"transfer-encoding" or (key == b"content-length" and value.strip(b" 0")):
+            return True
+    return False
 
 
 def _log_value(value: str) -> str:
