@@ -19,6 +19,9 @@ dropped at once, and a streaming answer's `send` returns (the client is gone).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 import uuid
 from typing import Any
 
@@ -29,6 +32,7 @@ from backend.core.config import Settings, get_settings
 from backend.observability import metrics
 from backend.web.middleware import SECURITY_HEADERS
 
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() discards and resets
 PROTOCOL = "backend.server.httpserver:LimitedHttpProtocol"
 """By import path: `--workers N` pickles uvicorn's config into each worker process."""
 
@@ -137,6 +141,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         # Also when the transport is closing already: close() would wait for the client to read.
         self._write_timer = None
         metrics.slow_reader_dropped()
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            # Reset, not FIN: a FIN would queue behind what the kernel still holds for the
+            # client, and the orphaned socket would keep it until the kernel gives up.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
         self.transport.abort()
 
     def _arm_head_timer(self) -> None:
