@@ -9,7 +9,8 @@ workloads and targets.
 
 The parts: `procs` (/proc, py-spy), `servers` (database, processes, the baseline's tree),
 `client` (a user's requests), `measure` (a server under load), `seed` (rows written directly),
-`sizes`, `workloads` (the order of the run, W2-W6), `noisy` (W7), `report`.
+`sizes`, `workloads` (the order of the run, W2-W6), `noisy` (W7), `exposure` (W8, W9: only
+with --only), `report`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ __all__ = ["free_port", "main", "wait_http"]  # tests/test_web_browser.py import
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--smoke", action="store_true", help="a few turns only (used by the tests)")
-    parser.add_argument("--only", default="W2,W3,W3s,W4,W5,W6,W7", help="comma-separated workloads")
+    parser.add_argument(
+        "--only",
+        default="W2,W3,W3s,W4,W5,W6,W7",
+        help="comma-separated workloads (W8 slow readers, W9 metrics flood: only when named)",
+    )
     parser.add_argument(
         "--workers",
         default="1,2",

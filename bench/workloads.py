@@ -1,5 +1,5 @@
 """The workloads and the order they run in: W2, W5 and W6 interleaved round by round on every
-server (and the --baseline build), their ratios, then W3/W3s, W4 and W7."""
+server (and the --baseline build), their ratios, then W3/W3s, W4, W8, W9 and W7."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import secrets
 import statistics
 from typing import Any
 
+from bench import exposure
 from bench.client import percentile
 from bench.measure import Bench, Load
 from bench.noisy import noisy_neighbour
@@ -80,6 +81,10 @@ async def drive(
                 results[label(w, n)] = await slow_model(bench, sizes, kind)
     if "W4" in only:
         results["W4"] = await long_history(first, sizes)
+    if "W8" in only:
+        results["W8"] = await exposure.slow_readers(first, sizes)
+    if "W9" in only:
+        results["W9"] = await exposure.metrics_flood(first, sizes)
     if limited is not None:
         results["W7"] = await noisy_neighbour(limited, sizes)
         await limited.session().close()
