@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.auth.devkeys import load_or_create_dev_key
-from bench import report
+from bench import exposure, report
 from bench.env import isolated_env
 from bench.measure import Bench
 from bench.procs import cpu_ms, py_spy
@@ -128,7 +128,15 @@ def run(
             # W7's own server, with the product's default turn rate limit: "at every cap".
             w7_env = {k: v for k, v in env.items() if k != "RATE_LIMIT_REQUESTS"}
             limited = bench_on(w7_env, free_port())
-        return asyncio.run(drive(benches, sizes, only, limited))
+        exposed: Bench | None = None
+        if only & {"W8", "W9"}:
+            # W8's and W9's own server, `task-assistant serve`: the protocol's deadlines too.
+            port = free_port()
+            pid = exposure.serve_product(env, port, stack)
+            stub_url = f"http://127.0.0.1:{stub_port}/v1"
+            exposed = Bench(f"http://127.0.0.1:{port}", stub_url, pid, tmp_path / "data", db_url)
+            exposed.others.update(others)
+        return asyncio.run(drive(benches, sizes, only, limited, exposed))
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
 """W8 and W9, what strangers can cost the server (issue 21): clients that never read a large
-page, and an anonymous flood of `GET /metrics`. Both run on the 1-worker server, with the
-service's defaults (RESPONSE_WRITE_TIMEOUT_SECONDS, METRICS_TOKEN unset, METRICS_PUBLIC off).
+page, and an anonymous flood of `GET /metrics`. Both run on a server of their own started as
+`task-assistant serve --workers 1` starts it (the other workloads' servers are plain uvicorn,
+without `httpserver.LimitedHttpProtocol`'s deadlines), with the service's defaults
+(RESPONSE_WRITE_TIMEOUT_SECONDS, METRICS_TOKEN unset, METRICS_PUBLIC off).
 
 W8: a conversation of 40 messages of 50,000 control characters (6 bytes each in JSON: a page
 of MAX_PAGE_BYTES counted in stored bytes would be ~6 MB as sent); 40 raw sockets with a 4 kB
@@ -29,6 +31,8 @@ import socket
 import sys
 import time
 import uuid
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -38,6 +42,7 @@ from bench import report
 from bench.client import Run, percentile
 from bench.measure import Bench
 from bench.procs import cpu_ms, rss_mb, worker_pids
+from bench.servers import start, wait_http
 from bench.sizes import Sizes
 
 W8_CLIENTS, W8_MESSAGES, W8_CHARS, W8_WATCH_S = 40, 40, 50_000, 60.0
@@ -55,6 +60,25 @@ report.TARGETS.update(
         ("W9", "quiet_get_p95_ratio"): "≤ 3",
     }
 )
+
+
+def serve_product(env: dict[str, str], port: int, stack: ExitStack) -> int:
+    """`task-assistant serve` on `port` (one process), up and answering /health: its pid."""
+    cli = Path(sys.executable).parent / "task-assistant"
+    server = start([str(cli), "serve", "--port", str(port), "--workers", "1"], env, stack)
+    wait_http(f"http://127.0.0.1:{port}/health", server)
+    return server.pid
+
+
+async def run(bench: Bench, sizes: Sizes, only: set[str]) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    if "W8" in only:
+        results["W8"] = await slow_readers(bench, sizes)
+    if "W9" in only:
+        results["W9"] = await metrics_flood(bench, sizes)
+    results["server/serve"] = {"rss_mb_end": round(rss_mb(bench.pid), 1)}
+    await bench.session().close()
+    return results
 
 
 def seed_page(db_url: str, user: str, messages: int, chars: int) -> str:

@@ -56,7 +56,11 @@ def machine_figures(load: Load) -> dict[str, Any]:
 
 
 async def drive(
-    benches: dict[int, Bench], sizes: Sizes, only: set[str], limited: Bench | None = None
+    benches: dict[int, Bench],
+    sizes: Sizes,
+    only: set[str],
+    limited: Bench | None = None,
+    exposed: Bench | None = None,
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
     first = benches[min(n for n in benches if n != BASELINE)]
@@ -81,10 +85,8 @@ async def drive(
                 results[label(w, n)] = await slow_model(bench, sizes, kind)
     if "W4" in only:
         results["W4"] = await long_history(first, sizes)
-    if "W8" in only:
-        results["W8"] = await exposure.slow_readers(first, sizes)
-    if "W9" in only:
-        results["W9"] = await exposure.metrics_flood(first, sizes)
+    if exposed is not None:
+        results.update(await exposure.run(exposed, sizes, only))
     if limited is not None:
         results["W7"] = await noisy_neighbour(limited, sizes)
         await limited.session().close()
