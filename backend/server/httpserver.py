@@ -13,7 +13,9 @@ while the transport keeps up); what the client does not read waits in the transp
 and asyncio's `close()` (uvicorn's keep-alive timeout) waits for it to be sent, forever if the
 client never reads. When the buffer stays above its high-water mark (`pause_writing` without
 `resume_writing`) for RESPONSE_WRITE_TIMEOUT_SECONDS, the connection is aborted: the buffer is
-dropped at once, and a streaming answer's `send` returns (the client is gone).
+dropped at once, and a streaming answer's `send` returns (the client is gone). Meanwhile the
+connection's next request (pipelined, or sent without reading) waits to start until the client
+reads, so a connection holds at most one unread answer.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_timeout = self.head_timeout or settings.request_read_timeout_seconds
         self._write_timeout = self.write_timeout or settings.response_write_timeout_seconds
         self._write_timer: asyncio.TimerHandle | None = None
+        self._next_request: tuple[Any, Any] | None = None
+        """(cycle, app) of a request that waits for the client to read the last answer."""
         self._in_head = True  # between requests, or inside a head: not inside a request body
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
@@ -119,6 +123,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
         self._disarm_write_timer()
+        self._next_request = None  # never started: nothing to cancel
         super().connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -131,6 +136,20 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def resume_writing(self) -> None:
         self._disarm_write_timer()
         super().resume_writing()
+        if self._next_request is not None and not self.transport.is_closing():
+            cycle, app = self._next_request
+            self._next_request = None
+            self.flow.resume_reading()
+            super()._start_asgi_task(cycle, app)
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        """uvicorn starts each request here (the next pipelined one when an answer is complete):
+        while the client leaves the last answer unread, the next one is not rendered beside it."""
+        if self.flow.write_paused and not self.transport.is_closing():
+            self._next_request = (cycle, app)
+            self.flow.pause_reading()
+            return
+        super()._start_asgi_task(cycle, app)
 
     def _disarm_write_timer(self) -> None:
         if self._write_timer is not None:
