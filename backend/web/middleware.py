@@ -79,6 +79,7 @@ _DOCS_HEADERS = [
 _DOCS_PREFIXES = ("/docs", "/redoc")
 _OWN_GUARD_PREFIXES = ("/api/dev/",)  # loopback-only development routes: no bearer token
 _JWT_SHAPE = re.compile(rb"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+_NO_CHALLENGE: list[tuple[bytes, bytes]] = []
 _MISSING_TOKEN = [(b"www-authenticate", b"Bearer")]
 _INVALID_TOKEN = [(b"www-authenticate", b'Bearer error="invalid_token"')]
 _CLOSE = {"Connection": "close"}  # the rest of the body is never read: end the connection
@@ -128,10 +129,12 @@ class RequestContextMiddleware:
             extra_headers = SECURITY_HEADERS + _API_HEADERS
         status_holder = [0]
 
-        refusal = self._refusal(scope) or _anonymous_refusal(scope, path)
+        refusal, challenge = self._refusal(scope), _NO_CHALLENGE
+        if refusal is None and (anonymous := _anonymous_refusal(scope, path)) is not None:
+            refusal, challenge = anonymous
         if refusal is not None:
-            status, detail, code, *challenge = refusal
-            headers = [*challenge[0], *extra_headers] if challenge else extra_headers
+            status, detail, code = refusal
+            headers = [*challenge, *extra_headers]
             await _send_error(send, status, detail, code, request_id, headers)
             self._log(scope, status, started)
             request_id_var.reset(token)
@@ -229,13 +232,14 @@ class RequestContextMiddleware:
 
 def _anonymous_refusal(
     scope: Scope, path: str
-) -> tuple[int, str, str, list[tuple[bytes, bytes]]] | None:
-    """The 401 for an anonymous caller that must not cost us a body or a render, or None."""
+) -> tuple[tuple[int, str, str], list[tuple[bytes, bytes]]] | None:
+    """The 401 (and its challenge) for an anonymous caller that must not cost us a body or a
+    render, or None."""
     if path == "/metrics":
         state: AppState | None = scope.get("state", {}).get(STATE_KEY)
         if state is None or state.settings.metrics_public or _bearer(scope) is not None:
             return None  # the endpoint decides
-        return 401, "Missing metrics token", "unauthorized", _MISSING_TOKEN
+        return (401, "Missing metrics token", "unauthorized"), _MISSING_TOKEN
     if not (path.startswith("/api/") or path in ("/api", "/mcp", "/mcp/")):
         return None
     if path.startswith(_OWN_GUARD_PREFIXES) or scope.get("method") == "OPTIONS":
@@ -244,9 +248,9 @@ def _anonymous_refusal(
         return None  # the route's dependency answers, as cheaply, with nothing buffered
     token = _bearer(scope)
     if token is None:
-        return 401, "Missing bearer token", "unauthorized", _MISSING_TOKEN
+        return (401, "Missing bearer token", "unauthorized"), _MISSING_TOKEN
     if not _JWT_SHAPE.match(token):
-        return 401, "Invalid token", "unauthorized", _INVALID_TOKEN
+        return (401, "Invalid token", "unauthorized"), _INVALID_TOKEN
     return None
 
 
