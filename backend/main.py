@@ -56,7 +56,7 @@ from backend.web.chatkit import router as chatkit_router
 from backend.web.errors import install_error_handlers
 from backend.web.head import HeadAsGet
 from backend.web.mcp import MCPEndpoint
-from backend.web.middleware import RequestContextMiddleware
+from backend.web.middleware import AnonymousGuard, RequestContextMiddleware
 from backend.web.playground import build_router as build_web_router
 from backend.web.playground import log_addresses
 from backend.web.state import AppState, lifespan_state
@@ -295,6 +295,7 @@ def create_app(
             Route(path, mcp_endpoint, methods=["POST"], include_in_schema=False)
         )
     app.add_middleware(HeadAsGet)  # innermost: the layers outside see HEAD (see backend.web.head)
+    app.add_middleware(AnonymousGuard)  # innermost of the three: CORS answers for it
     if settings.cors_origins:
         wildcard = settings.cors_origins == ["*"]
         app.add_middleware(

@@ -9,8 +9,8 @@ workloads and targets.
 
 The parts: `procs` (/proc, py-spy), `servers` (database, processes, the baseline's tree),
 `client` (a user's requests), `measure` (a server under load), `seed` (rows written directly),
-`sizes`, `workloads` (the order of the run, W2-W6), `noisy` (W7), `crowd` (W10, its own server
-and event loop after the others), `report`.
+`sizes`, `workloads` (the order of the run, W2-W6), `noisy` (W7), `exposure` (W8, W9: only
+with --only), `crowd` (W10, its own server and event loop after the others), `report`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.auth.devkeys import load_or_create_dev_key
-from bench import crowd, report
+from bench import crowd, exposure, report
 from bench.env import isolated_env
 from bench.measure import Bench
 from bench.procs import cpu_ms, py_spy
@@ -42,7 +42,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--smoke", action="store_true", help="a few turns only (used by the tests)")
     parser.add_argument(
-        "--only", default="W2,W3,W3s,W4,W5,W6,W7,W10", help="comma-separated workloads"
+        "--only",
+        default="W2,W3,W3s,W4,W5,W6,W7,W10",
+        help="comma-separated workloads (W8 slow readers, W9 metrics flood: only when named)",
     )
     parser.add_argument(
         "--workers",
@@ -130,7 +132,15 @@ def run(
         if "W7" in only:
             limited = bench_on(default_limits, free_port())
         crowded = bench_on(default_limits, free_port()) if "W10" in only else None
-        results = asyncio.run(drive(benches, sizes, only, limited))
+        exposed: Bench | None = None
+        if only & {"W8", "W9"}:
+            # W8's and W9's own server, `task-assistant serve`: the protocol's deadlines too.
+            port = free_port()
+            pid = exposure.serve_product(env, port, stack)
+            stub_url = f"http://127.0.0.1:{stub_port}/v1"
+            exposed = Bench(f"http://127.0.0.1:{port}", stub_url, pid, tmp_path / "data", db_url)
+            exposed.others.update(others)
+        results = asyncio.run(drive(benches, sizes, only, limited, exposed))
         if crowded is not None:
             results["W10"] = asyncio.run(
                 crowd.crowd(crowded, crowd.SMOKE if args.smoke else crowd.FULL)

@@ -1,5 +1,5 @@
 """The workloads and the order they run in: W2, W5 and W6 interleaved round by round on every
-server (and the --baseline build), their ratios, then W3/W3s, W4 and W7."""
+server (and the --baseline build), their ratios, then W3/W3s, W4, W8, W9 and W7."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import secrets
 import statistics
 from typing import Any
 
+from bench import exposure
 from bench.client import percentile
 from bench.measure import Bench, Load
 from bench.noisy import noisy_neighbour
@@ -55,7 +56,11 @@ def machine_figures(load: Load) -> dict[str, Any]:
 
 
 async def drive(
-    benches: dict[int, Bench], sizes: Sizes, only: set[str], limited: Bench | None = None
+    benches: dict[int, Bench],
+    sizes: Sizes,
+    only: set[str],
+    limited: Bench | None = None,
+    exposed: Bench | None = None,
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
     first = benches[min(n for n in benches if n != BASELINE)]
@@ -80,6 +85,8 @@ async def drive(
                 results[label(w, n)] = await slow_model(bench, sizes, kind)
     if "W4" in only:
         results["W4"] = await long_history(first, sizes)
+    if exposed is not None:
+        results.update(await exposure.run(exposed, sizes, only))
     if limited is not None:
         results["W7"] = await noisy_neighbour(limited, sizes)
         await limited.session().close()

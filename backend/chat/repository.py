@@ -227,7 +227,10 @@ def _message(row: Any) -> MessageRow:
     )
 
 
-_SIZE = "octet_length(m.content) + COALESCE(octet_length(m.tool_calls::text), 0)"
+# The bytes a message takes in the JSON answer, not in storage: a control character is stored
+# in one byte and sent as six (`\u0001`), a quote or backslash as two. `to_json` escapes text as
+# the JSON encoders do; jsonb's text form is already escaped JSON (with a little more spacing).
+_SIZE = "octet_length(to_json(m.content)::text) + COALESCE(octet_length(m.tool_calls::text), 0)"
 
 
 async def list_messages(
@@ -243,8 +246,8 @@ async def list_messages(
 ) -> tuple[list[MessageRow], bool]:
     """Visible messages in order; `after_id` / `after_item` continue a page. (rows, has_more)
 
-    A page holds at most `limit` messages and stops before its text and tool calls pass
-    `max_bytes` (always at least one message), so a page of tool-heavy turns stays small; the
+    A page holds at most `limit` messages and stops before its text and tool calls, counted
+    as JSON-escaped bytes (as sent), pass `max_bytes` (always at least one message), so a page of tool-heavy turns stays small; the
     database sums the sizes and sends only the page's rows. The caller has checked the
     conversation is the user's (an empty page otherwise).
     """

@@ -96,7 +96,10 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     """`json`: one JSON object per log line (time, level, logger, request_id, message)."""
     metrics_token: str | None = None
-    """Set: `GET /metrics` needs `Authorization: Bearer <METRICS_TOKEN>`. Unset: open."""
+    """Set: `GET /metrics` answers a scrape with `Authorization: Bearer <METRICS_TOKEN>`."""
+    metrics_public: bool = False
+    """`GET /metrics` without a token: 401 unless this is true (then rendered at most once a
+    second, whoever asks). For a listener only the scraper can reach."""
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     max_header_bytes: int = Field(default=16_384, ge=1024)
     """The whole request head (request line and headers); over it: 431."""
@@ -107,6 +110,9 @@ class Settings(BaseSettings):
     """Deadline for a request's head, and then for its body; over it: 408 and the connection closes."""
     keep_alive_timeout_seconds: float = Field(default=5.0, gt=0)
     """An idle keep-alive connection is closed after this."""
+    response_write_timeout_seconds: float = Field(default=30.0, gt=0)
+    """A client that reads none of a response for this long (the unsent part stays above the
+    write buffer's high-water mark) is disconnected, and what was waiting for it is freed."""
 
     # --- the model ---
     llm_base_url: str | None = None

@@ -66,6 +66,11 @@ RATE_LIMIT_FALLBACKS = Counter(
     f"{_PREFIX}_rate_limit_fallbacks",
     "Rate-limit checks answered by PostgreSQL because Redis (REDIS_URL) was unavailable",
 )
+SLOW_READERS_DROPPED = Counter(
+    f"{_PREFIX}_http_slow_readers_dropped",
+    "Connections aborted because the client read none of a response for "
+    "RESPONSE_WRITE_TIMEOUT_SECONDS",
+)
 POOL_IN_USE = Gauge(
     f"{_PREFIX}_db_pool_connections_in_use",
     "Database connections checked out of the pool",
@@ -106,6 +111,10 @@ def request_done(method: str, route: str, status: int, seconds: float) -> None:
     method = method if method in _METHODS else "OTHER"
     REQUESTS.labels(method, route, str(status)).inc()
     REQUEST_SECONDS.labels(method, route).observe(seconds)
+
+
+def slow_reader_dropped() -> None:
+    SLOW_READERS_DROPPED.inc()
 
 
 def turn_started() -> None:

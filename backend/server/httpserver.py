@@ -7,11 +7,23 @@ REQUEST_READ_TIMEOUT_SECONDS (408, or silently if nothing was sent), or whose re
 still arriving that long after the answer was sent without reading it (a 401, say), and refuses
 a head over MAX_HEADER_BYTES (431). What follows the head (per-header limits, the body's size and deadline)
 is checked in `middleware.RequestContextMiddleware`, where the answer carries our headers.
+
+Answers have a deadline too. A response is written to the transport whole (or a chunk at a time
+while the transport keeps up); what the client does not read waits in the transport's buffer,
+and asyncio's `close()` (uvicorn's keep-alive timeout) waits for it to be sent, forever if the
+client never reads. When the buffer stays above its high-water mark (`pause_writing` without
+`resume_writing`) for RESPONSE_WRITE_TIMEOUT_SECONDS, the connection is aborted: the buffer is
+dropped at once, and a streaming answer's `send` returns (the client is gone). Meanwhile the
+connection's next request (pipelined, or sent without reading) waits to start until the client
+reads, so a connection holds at most one unread answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 import uuid
 from typing import Any
 
@@ -19,8 +31,10 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from backend.core.config import Settings, get_settings
+from backend.observability import metrics
 from backend.web.middleware import SECURITY_HEADERS
 
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() discards and resets
 PROTOCOL = "backend.server.httpserver:LimitedHttpProtocol"
 """By import path: `--workers N` pickles uvicorn's config into each worker process."""
 
@@ -40,12 +54,15 @@ def error_head(status: int, reason: str, detail: str, code: str) -> bytes:
 
 
 class LimitedHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline and a size cap on each request head."""
+    """uvicorn's httptools protocol with a deadline and a size cap on each request head, and a
+    deadline on a response the client does not read."""
 
     max_head_bytes: int | None = None
     """None: MAX_HEADER_BYTES from the environment (get_settings())."""
     head_timeout: float | None = None
     """None: REQUEST_READ_TIMEOUT_SECONDS from the environment."""
+    write_timeout: float | None = None
+    """None: RESPONSE_WRITE_TIMEOUT_SECONDS from the environment."""
     linger_seconds = 2.0
     """After refusing, how long we keep reading (and dropping) what the client still sends, so
     that closing does not reset the connection before the client has read our answer."""
@@ -55,6 +72,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         settings = get_settings()  # cached: read from the environment once per process
         self._max_head_bytes = self.max_head_bytes or settings.max_header_bytes
         self._head_timeout = self.head_timeout or settings.request_read_timeout_seconds
+        self._write_timeout = self.write_timeout or settings.response_write_timeout_seconds
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._next_request: tuple[Any, Any] | None = None
+        """(cycle, app) of a request that waits for the client to read the last answer."""
         self._in_head = True  # between requests, or inside a head: not inside a request body
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
@@ -101,7 +122,51 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        self._disarm_write_timer()
+        self._next_request = None  # never started: nothing to cancel
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """The transport's buffer passed its high-water mark: the client must read within the
+        write deadline (from now until `resume_writing`, however much it reads meanwhile)."""
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self._write_timeout, self._write_timed_out)
+
+    def resume_writing(self) -> None:
+        self._disarm_write_timer()
+        super().resume_writing()
+        if self._next_request is not None and not self.transport.is_closing():
+            cycle, app = self._next_request
+            self._next_request = None
+            self.flow.resume_reading()
+            super()._start_asgi_task(cycle, app)
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        """uvicorn starts each request here (the next pipelined one when an answer is complete):
+        while the client leaves the last answer unread, the next one is not rendered beside it."""
+        if self.flow.write_paused and not self.transport.is_closing():
+            self._next_request = (cycle, app)
+            self.flow.pause_reading()
+            return
+        super()._start_asgi_task(cycle, app)
+
+    def _disarm_write_timer(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_timed_out(self) -> None:
+        # Also when the transport is closing already: close() would wait for the client to read.
+        self._write_timer = None
+        metrics.slow_reader_dropped()
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            # Reset, not FIN: a FIN would queue behind what the kernel still holds for the
+            # client, and the orphaned socket would keep it until the kernel gives up.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        self.transport.abort()
 
     def _arm_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(self._head_timeout, self._head_timed_out)
@@ -143,6 +208,7 @@ def limited_http_protocol(settings: Settings) -> type[LimitedHttpProtocol]:
         {
             "max_head_bytes": settings.max_header_bytes,
             "head_timeout": settings.request_read_timeout_seconds,
+            "write_timeout": settings.response_write_timeout_seconds,
         },
     )
 

@@ -12,6 +12,15 @@ app, in `httpserver`): at most MAX_HEADER_COUNT headers and MAX_HEADER_FIELD_BYT
 (431), a body of at most MAX_BODY_BYTES whether declared or chunked (413), and a body that
 arrives within REQUEST_READ_TIMEOUT_SECONDS (408). The body errors are Starlette
 HTTPExceptions so FastAPI passes them through its body parsing instead of answering 400.
+
+Anonymous callers are turned away here, before anything is read or rendered for them:
+- a request with a body to `/api/*` (but `/api/dev/`, which has its own guard) or `/mcp` whose
+  `Authorization` is not `Bearer <something shaped like a JWT>` answers 401 at once and its body
+  is never read (FastAPI reads a body before it runs the route's dependencies, so without this an
+  anonymous 1 MB body would be buffered before the token is looked at). Only the header's shape
+  is checked: the token is verified by the route's dependency (`deps.current_user`, `mcp.py`).
+- `GET /metrics` without a bearer token answers 401 unless METRICS_PUBLIC (the endpoint checks
+  the token itself; this only spares the app's routing for a flood of anonymous scrapes).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backend.core.logging import log_value, request_id_var
 from backend.observability import metrics
 from backend.web.errors import unexpected_error_response
+from backend.web.state import STATE_KEY, AppState
 
 log = logging.getLogger("backend.access")
 
@@ -65,6 +75,10 @@ _DOCS_HEADERS = [
     ),
 ]
 _DOCS_PREFIXES = ("/docs", "/redoc")
+_OWN_GUARD_PREFIXES = ("/api/dev/",)  # loopback-only development routes: no bearer token
+_JWT_SHAPE = re.compile(rb"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+_MISSING_TOKEN = [(b"www-authenticate", b"Bearer")]
+_INVALID_TOKEN = [(b"www-authenticate", b'Bearer error="invalid_token"')]
 _CLOSE = {"Connection": "close"}  # the rest of the body is never read: end the connection
 
 
@@ -152,8 +166,9 @@ class RequestContextMiddleware:
                 response_started = True
                 status_holder[0] = message["status"]
                 headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
                 present = {k.lower() for k, _ in headers}
+                if b"x-request-id" not in present:
+                    headers.append((b"x-request-id", request_id.encode()))
                 headers.extend(h for h in extra_headers if h[0] not in present)
                 message = {**message, "headers": headers}
             await send(message)
@@ -208,6 +223,66 @@ class RequestContextMiddleware:
             elapsed * 1000,
             log_value(state.get("user_id", "-")),
         )
+
+
+class AnonymousGuard:
+    """Refuses an anonymous caller before its body is read or a metrics render is made (see the
+    module docstring). It sits inside the CORS middleware, so a browser's script can read the 401
+    and its `WWW-Authenticate`, and inside `RequestContextMiddleware`, which logs it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            anonymous = _anonymous_refusal(scope, scope.get("path", ""))
+            if anonymous is not None:
+                (status, detail, code), challenge = anonymous
+                await _send_error(send, status, detail, code, request_id_var.get(), challenge)
+                return
+        await self.app(scope, receive, send)
+
+
+def _anonymous_refusal(
+    scope: Scope, path: str
+) -> tuple[tuple[int, str, str], list[tuple[bytes, bytes]]] | None:
+    """The 401 (and its challenge) for an anonymous caller that must not cost us a body or a
+    render, or None."""
+    if path == "/metrics":
+        state: AppState | None = scope.get("state", {}).get(STATE_KEY)
+        if state is None or state.settings.metrics_public or _bearer(scope) is not None:
+            return None  # the endpoint decides
+        return (401, "Missing metrics token", "unauthorized"), _MISSING_TOKEN
+    if not (path.startswith("/api/") or path in ("/api", "/mcp", "/mcp/")):
+        return None
+    if path.startswith(_OWN_GUARD_PREFIXES) or scope.get("method") == "OPTIONS":
+        return None
+    if not _has_body(scope):
+        return None  # the route's dependency answers, as cheaply, with nothing buffered
+    token = _bearer(scope)
+    if token is None:
+        return (401, "Missing bearer token", "unauthorized"), _MISSING_TOKEN
+    if not _JWT_SHAPE.match(token):
+        return (401, "Invalid token", "unauthorized"), _INVALID_TOKEN
+    return None
+
+
+def _bearer(scope: Scope) -> bytes | None:
+    """The credentials of `Authorization: Bearer <credentials>`, or None (absent, another
+    scheme, empty), as `HTTPBearer` reads the header."""
+    for key, value in scope.get("headers", []):
+        if key == b"authorization":
+            scheme, _, credentials = value.partition(b" ")
+            credentials = credentials.strip()
+            return credentials if scheme.lower() == b"bearer" and credentials else None
+    return None
+
+
+def _has_body(scope: Scope) -> bool:
+    for key, value in scope.get("headers", []):
+        if key == b"transfer-encoding" or (key == b"content-length" and value.strip(b" 0")):
+            return True
+    return False
 
 
 def _is_docs(path: str) -> bool:

@@ -1,4 +1,5 @@
-"""`GET /metrics`: the counters an operator watches move with real traffic; METRICS_TOKEN; JSON logs."""
+"""`GET /metrics`: the counters an operator watches move with real traffic; METRICS_TOKEN and
+METRICS_PUBLIC; JSON logs."""
 
 from __future__ import annotations
 
@@ -14,17 +15,21 @@ from backend.main import create_app
 from tests.support.app import make_settings, running_app
 from tests.support.prometheus import Samples, parse, value
 
+TOKEN = "s3cret-metrics-token-for-the-test"
+SCRAPER = {"Authorization": f"Bearer {TOKEN}"}
+
 
 async def scrape(client: httpx.AsyncClient, **headers: str) -> Samples:
-    r = await client.get("/metrics", headers=headers)
+    r = await client.get("/metrics", headers=headers or SCRAPER)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/plain")
     return parse(r.text)
 
 
 async def test_a_chat_turn_with_a_tool_call_moves_the_counters(
-    settings: Settings, alice: dict[str, str]
+    database_url: str, data_dir: Path, alice: dict[str, str]
 ) -> None:
+    settings = make_settings(database_url, data_dir, metrics_token=TOKEN)
     async with running_app(create_app(settings)) as client:
         before = await scrape(client)
         r = await client.post(
@@ -65,7 +70,7 @@ async def test_a_chat_turn_with_a_tool_call_moves_the_counters(
 async def test_rate_limit_refusals_are_counted(
     database_url: str, data_dir: Path, alice: dict[str, str]
 ) -> None:
-    settings = make_settings(database_url, data_dir, rate_limit_requests=1)
+    settings = make_settings(database_url, data_dir, rate_limit_requests=1, metrics_token=TOKEN)
     async with running_app(create_app(settings)) as client:
         before = await scrape(client)
         for expected in (200, 429):
@@ -79,8 +84,7 @@ async def test_rate_limit_refusals_are_counted(
 
 
 async def test_metrics_token_guards_the_endpoint(database_url: str, data_dir: Path) -> None:
-    token = "s3cret-metrics-token-for-the-test"
-    settings = make_settings(database_url, data_dir, metrics_token=token)
+    settings = make_settings(database_url, data_dir, metrics_token=TOKEN)
     async with running_app(create_app(settings)) as client:
         anonymous = await client.get("/metrics")
         assert anonymous.status_code == 401
@@ -90,8 +94,38 @@ async def test_metrics_token_guards_the_endpoint(database_url: str, data_dir: Pa
         assert wrong.status_code == 401
         assert wrong.headers["www-authenticate"] == 'Bearer error="invalid_token"'
         assert "task_assistant" not in wrong.text
-        samples = await scrape(client, Authorization=f"Bearer {token}")
+        samples = await scrape(client, Authorization=f"Bearer {TOKEN}")
         assert ("task_assistant_db_pool_size", frozenset()) in samples
+
+
+async def test_by_default_nobody_reads_the_metrics(settings: Settings) -> None:
+    """No METRICS_TOKEN, no METRICS_PUBLIC (the defaults): every caller gets 401, none a byte
+    of the process's figures."""
+    assert settings.metrics_token is None and not settings.metrics_public
+    async with running_app(create_app(settings)) as client:
+        for headers in ({}, {"Authorization": "Bearer anything"}, {"Authorization": "Basic x"}):
+            r = await client.get("/metrics", headers=headers)
+            assert r.status_code == 401, headers
+            assert r.json()["code"] == "unauthorized"
+            assert "task_assistant" not in r.text and "python" not in r.text
+
+
+async def test_public_metrics_are_rendered_at_most_once_a_second(
+    database_url: str, data_dir: Path, alice: dict[str, str]
+) -> None:
+    settings = make_settings(database_url, data_dir, metrics_public=True, metrics_token=TOKEN)
+    async with running_app(create_app(settings)) as client:
+        first = await client.get("/metrics")
+        assert first.status_code == 200
+        assert (await client.get("/api/tasks", headers=alice)).status_code == 200
+        # Anonymous: the same render within the second; the scraper's token: a fresh one.
+        assert (await client.get("/metrics")).text == first.text
+        fresh = parse((await client.get("/metrics", headers=SCRAPER)).text)
+        tasks = {"method": "GET", "route": "/api/tasks", "status": "200"}
+        counted = value(fresh, "task_assistant_http_requests_total", **tasks)
+        assert counted > value(parse(first.text), "task_assistant_http_requests_total", **tasks)
+        wrong = await client.get("/metrics", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
 
 
 async def test_json_log_lines_carry_the_request_id(

@@ -16,7 +16,7 @@ import pytest
 from backend.auth.devkeys import DEV_TOKEN_TTL_SECONDS, load_or_create_dev_key, mint_token
 from backend.main import create_app
 from tests.api.playground.test_playground import TOKEN_PATH, reached_at
-from tests.support.app import make_settings, serving
+from tests.support.app import make_settings, running_app, serving
 from tests.support.prometheus import parse
 
 # Headers that differ between any two answers.
@@ -69,10 +69,14 @@ async def test_head_refused_where_get_is_refused(
 
 
 async def test_head_is_logged_and_counted_as_head_under_the_route_template(
-    client: httpx.AsyncClient, alice: dict[str, str]
+    database_url: str, data_dir: Path, alice: dict[str, str]
 ) -> None:
-    assert (await client.head("/api/tasks/12345", headers=alice)).status_code == 404
-    samples = parse((await client.get("/metrics")).text)
+    token = "metrics-" + "m" * 24
+    settings = make_settings(database_url, data_dir, metrics_token=token)
+    async with running_app(create_app(settings)) as client:
+        assert (await client.head("/api/tasks/12345", headers=alice)).status_code == 404
+        scrape = await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    samples = parse(scrape.text)
     counted = {
         (labels["method"], labels["route"], labels["status"])
         for name, labels in ((name, dict(labels)) for name, labels in samples)
