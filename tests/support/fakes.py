@@ -19,6 +19,8 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from tests.support.app import make_settings
 from tests.support.stub_llm import StubLLM
 
+API_KEY = "sk-test-0123456789"
+"""A provider key the tests check never reaches a client or a log."""
 MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 AUTH_URL = "http://localhost:3000"
 SECRET = "s" * 40

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bench.env import isolated_env
-from tests.api.chat.test_provider_faults import API_KEY
 from tests.support import ROOT
+from tests.support.fakes import API_KEY
 from tests.support.stub_llm import StubLLM
 
 

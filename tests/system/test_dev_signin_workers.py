@@ -16,8 +16,8 @@ from backend.web import devtoken
 from backend.web.devtoken import LOGIN_HEADER, login_secret
 from bench.env import isolated_env
 from bench.servers import free_port
-from tests.api.playground.test_dev_signin import PLAYGROUND, TOKEN_PATH
 from tests.support import ROOT
+from tests.support.devsignin import PLAYGROUND, TOKEN_PATH
 
 
 def test_plain_uvicorn_workers_share_one_secret_and_a_new_start_gets_a_new_one(

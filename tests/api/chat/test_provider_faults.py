@@ -18,10 +18,8 @@ from backend.core.errors import ProviderError
 from backend.core.logging import EscapingFormatter
 from tests.api.chat.conftest import StubApp
 from tests.support.app import make_settings
+from tests.support.fakes import API_KEY
 from tests.support.stub_llm import StubLLM
-
-API_KEY = "sk-test-0123456789"
-
 
 FORGING_SUB = 'evil" user=root'
 

@@ -18,11 +18,7 @@ from backend.main import create_app
 from backend.web import devtoken
 from backend.web.devtoken import LOGIN_HEADER, login_secret
 from tests.support.app import serving
-
-TOKEN_PATH = "/api/dev/token"
-
-
-PLAYGROUND = re.compile(r"playground: (http://\S+)/\?login=([A-Za-z0-9_-]+) ")
+from tests.support.devsignin import TOKEN_PATH
 
 
 def secret(settings: Settings) -> str:

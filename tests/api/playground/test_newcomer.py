@@ -15,8 +15,8 @@ import pytest
 
 from backend.auth.devkeys import DEV_TOKEN_TTL_SECONDS, load_or_create_dev_key, mint_token
 from backend.main import create_app
-from tests.api.playground.test_playground import TOKEN_PATH, reached_at
 from tests.support.app import make_settings, running_app, serving
+from tests.support.devsignin import TOKEN_PATH, reached_at
 from tests.support.prometheus import parse
 
 # Headers that differ between any two answers.

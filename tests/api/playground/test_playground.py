@@ -7,36 +7,16 @@ headers, a loopback Host and Origin, and a printable user name.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from backend.auth.devkeys import load_or_create_dev_key
 from backend.main import create_app
-from backend.web.devtoken import LOGIN_HEADER, login_secret
 from backend.web.playground import ASSETS, STATIC_DIR
-from backend.web.state import STATE_KEY
-from tests.support.app import make_settings, with_lifespan_state
-
-TOKEN_PATH = "/api/dev/token"
-
-
-@asynccontextmanager
-async def reached_at(app: FastAPI, base_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A client whose requests reach `app` with `base_url`'s host as the ASGI `server`."""
-    async with app.router.lifespan_context(app) as state:
-        transport = httpx.ASGITransport(app=with_lifespan_state(app, state))
-        key = load_or_create_dev_key(state[STATE_KEY].settings.data_dir)
-        login = {LOGIN_HEADER: login_secret(key)}  # the secret the start log prints
-        async with httpx.AsyncClient(
-            transport=transport, base_url=base_url, headers=login
-        ) as client:
-            yield client
+from tests.support.app import make_settings
+from tests.support.devsignin import TOKEN_PATH, reached_at
 
 
 async def test_page_and_assets_are_served_under_a_self_only_csp(client: httpx.AsyncClient) -> None:
