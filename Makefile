@@ -9,14 +9,16 @@ RUN_STAMP := $(VENV)/.installed-run
 TOOLS := .venv-tools
 UV_VERSION := 0.13.9
 UV := $(TOOLS)/bin/uv
-# uv uses $(PYTHON) for .venv and never downloads an interpreter of its own.
-UV_ENV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never
+# uv uses $(PYTHON) for .venv and never downloads an interpreter of its own. It compiles every
+# installed module to bytecode once, at install: where PYTHONDONTWRITEBYTECODE is set (as on CI),
+# each new process would otherwise compile the dependencies from source, ~3 s of every start.
+UV_ENV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never UV_COMPILE_BYTECODE=1
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?=
 
-.PHONY: install lock upgrade run test test-fast test-unit check bench lint typecheck contracts clean
+.PHONY: install lock upgrade run test test-fast test-unit bytecode check bench lint typecheck contracts clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -50,16 +52,21 @@ run: $(RUN_STAMP)
 
 # The tiers: tests/unit (no database), tests/api (the app in process on PostgreSQL), tests/system
 # (processes and browsers, marked slow). Database tiers run on xdist workers, one database each.
+# `bytecode` compiles our own sources first (only files changed since the last run), for the same
+# reason as UV_COMPILE_BYTECODE: the suite starts dozens of processes.
 XDIST ?= -n 2 --dist loadgroup
-test: install
+test: install bytecode
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # What to run after each change: unit + api, no processes or browsers.
-test-fast: install
+test-fast: install bytecode
 	$(BIN)/python -m pytest $(XDIST) tests/unit tests/api $(PYTEST_ARGS)
 
-test-unit: install
+test-unit: install bytecode
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+bytecode: install
+	$(BIN)/python -m compileall -q backend bench migrations tests
 
 lint: install
 	$(BIN)/ruff check backend tests bench migrations

@@ -61,16 +61,33 @@ def settings(database_url: str, data_dir: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def _truncate(database_url: str) -> Iterator[Callable[[], None]]:
-    """Empties every table of the worker's database: one statement on one kept connection."""
+    """Empties every table of the worker's database and restarts its identities: one round trip
+    on one kept connection. DELETE, not TRUNCATE: on tables this small TRUNCATE's new files cost
+    ~15 ms a test, DELETE ~1 ms."""
     import psycopg
 
     with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
-        tables = conn.execute(
-            "SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables "
-            "WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
-        ).fetchone()
-        statement = f"TRUNCATE {tables[0]} RESTART IDENTITY CASCADE" if tables else ""
-        yield lambda: conn.execute(statement) if statement else None
+        tables = [
+            t
+            for (t,) in conn.execute(
+                "SELECT quote_ident(tablename) FROM pg_tables "
+                "WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+            )
+        ]
+        sequences = [
+            s
+            for (s,) in conn.execute(
+                "SELECT pg_get_serial_sequence(quote_ident(table_name), column_name) "
+                "FROM information_schema.columns "
+                "WHERE table_schema = 'public' AND (is_identity = 'YES' OR "
+                "column_default LIKE 'nextval(%')"
+            )
+        ]
+        statement = "; ".join(
+            [f"DELETE FROM {t}" for t in tables]
+            + [f"SELECT setval('{s}', 1, false)" for s in sequences]
+        )
+        yield lambda: conn.execute(f"BEGIN; {statement}; COMMIT") if statement else None
 
 
 @pytest.fixture
