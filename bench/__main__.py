@@ -125,13 +125,13 @@ def run(
         for b in benches.values():
             b.others.update(others)
             b.profile_dir = profile_dir
-        limited: Bench | None = None
-        # W7's and W10's own servers, with the product's default turn limits.
+        # W7's and W10's server, with the product's default turn limits: one for both (their
+        # users are distinct, and W10 starts after W7 has finished).
         unlimited = ("RATE_LIMIT_REQUESTS", "MAX_CONCURRENT_TURNS")
         default_limits = {k: v for k, v in env.items() if k not in unlimited}
-        if "W7" in only:
-            limited = bench_on(default_limits, free_port())
-        crowded = bench_on(default_limits, free_port()) if "W10" in only else None
+        defaults = bench_on(default_limits, free_port()) if only & {"W7", "W10"} else None
+        limited = defaults if "W7" in only else None
+        crowded = defaults if "W10" in only else None
         exposed: Bench | None = None
         if only & {"W8", "W9"}:
             # W8's and W9's own server, `task-assistant serve`: the protocol's deadlines too.

@@ -127,6 +127,12 @@ class Client:
             )
         return self.http
 
+    async def close(self) -> None:
+        """Close the session; the next `session()` opens a new one (on the running loop)."""
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
+
     async def request(
         self, run: Run, method: str, path: str, headers: dict[str, str], **kwargs: Any
     ) -> tuple[int, bytes] | None:

@@ -123,7 +123,7 @@ async def crowd(bench: Bench, sizes: CrowdSizes = FULL) -> dict[str, Any]:
     busy_cpu_share = (cpu_ms(bench.pid) - cpu0) / 1000 / wall
     sampler.cancel()
     await bench.latency(0)
-    await bench.session().close()
+    await bench.close()
     load_after = os.getloadavg()
 
     idle_p95 = percentile(idle.latencies, 95)

@@ -79,7 +79,7 @@ async def run(bench: Bench, sizes: Sizes, only: set[str]) -> dict[str, Any]:
     if "W9" in only:
         results["W9"] = await metrics_flood(bench, sizes)
     results["server/serve"] = {"rss_mb_end": round(rss_mb(bench.pid), 1)}
-    await bench.session().close()
+    await bench.close()
     return results
 
 

@@ -89,14 +89,14 @@ async def drive(
         results.update(await exposure.run(exposed, sizes, only))
     if limited is not None:
         results["W7"] = await noisy_neighbour(limited, sizes)
-        await limited.session().close()
+        await limited.close()
     for n, bench in benches.items():
         results[label("server", n)] = {
             "workers": max(n, 1),
             "rss_mb_end": round(rss_mb(bench.pid), 1),
             "worker_restarts": bench.worker_restarts(),
         }
-        await bench.session().close()
+        await bench.close()
     return results
 
 

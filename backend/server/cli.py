@@ -296,23 +296,14 @@ def _serve(args: argparse.Namespace) -> None:
     of it, `finally` blocks unrun, and its parent (`make run`, a supervisor) see it killed. Here it
     is an exception, as SIGINT is: the embedded PostgreSQL is stopped, and the exit code is 0.
     """
-    import uvicorn
-
     from backend.core.config import get_settings
-    from backend.core.embedded import EmbeddedDatabaseBusy, embedded_database_url, stop_embedded
-    from backend.core.schema import SchemaBehind
-    from backend.server.httpserver import uvicorn_limits
 
     if args.migrate is not None:  # the environment carries it to the workers too
         os.environ["MIGRATE_ON_START"] = "true" if args.migrate else "false"
         get_settings.cache_clear()
+    # The refusals that need no database and no app come first, before the app's modules are
+    # imported (seconds on a small machine): bad settings, a taken port.
     settings = _settings_or_exit()
-    # One start: its workers inherit these, so they share the development login secret and
-    # name the address in the start log (see backend.web.devtoken).
-    from backend.web.devtoken import ADDRESS_ENV, START_ENV, base_url
-
-    os.environ[START_ENV] = secrets.token_urlsafe(16)
-    os.environ[ADDRESS_ENV] = base_url(args.host, args.port)
     try:
         _check_port_free(args.host, args.port)
     except OSError as exc:
@@ -320,10 +311,22 @@ def _serve(args: argparse.Namespace) -> None:
             sys.exit(f"error: {args.host}:{args.port} is already in use (another server running?)")
         sys.exit(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
 
+    from backend.core.embedded import EmbeddedDatabaseBusy, embedded_database_url, stop_embedded
+    from backend.core.schema import SchemaBehind
+
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         url = settings.database_url or embedded_database_url(settings.data_dir, exclusive=True)
         asyncio.run(_check_schema(url, settings))
+        import uvicorn
+
+        from backend.auth.devlogin import ADDRESS_ENV, START_ENV, base_url
+        from backend.server.httpserver import uvicorn_limits
+
+        # One start: its workers inherit these, so they share the development login secret and
+        # name the address in the start log (see backend.web.devtoken).
+        os.environ[START_ENV] = secrets.token_urlsafe(16)
+        os.environ[ADDRESS_ENV] = base_url(args.host, args.port)
         uvicorn.run(
             "backend.main:app",
             host=args.host,

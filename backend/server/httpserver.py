@@ -32,7 +32,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from backend.core.config import Settings, get_settings
 from backend.observability import metrics
-from backend.web.middleware import SECURITY_HEADERS
+from backend.web.headers import SECURITY_HEADERS
 
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() discards and resets
 PROTOCOL = "backend.server.httpserver:LimitedHttpProtocol"

@@ -39,41 +39,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backend.core.logging import log_value, request_id_var
 from backend.observability import metrics
 from backend.web.errors import unexpected_error_response
+from backend.web.headers import API_HEADERS, DOCS_HEADERS, PAGE_HEADERS, SECURITY_HEADERS
 from backend.web.state import STATE_KEY, AppState
 
 log = logging.getLogger("backend.access")
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-SECURITY_HEADERS = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-    (b"strict-transport-security", b"max-age=31536000; includeSubDomains"),
-]
-_API_HEADERS = [
-    (b"cache-control", b"no-store"),
-    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
-]
-# The playground (backend/web): its own scripts, styles and API only; no inline script or style.
-_PAGE_HEADERS = [
-    (b"cache-control", b"no-cache"),
-    (
-        b"content-security-policy",
-        b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-        b"img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-    ),
-]
-# The API documentation pages load only their own scripts and styles (served by this app, see
-# apidocs.py); ReDoc and Swagger UI set inline styles, and ReDoc runs its search in a blob worker.
-_DOCS_HEADERS = [
-    (
-        b"content-security-policy",
-        b"default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-        b"img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
-        b"worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-    ),
-]
 _DOCS_PREFIXES = ("/docs", "/redoc")
 _OWN_GUARD_PREFIXES = ("/api/dev/",)  # loopback-only development routes: no bearer token
 _JWT_SHAPE = re.compile(rb"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
@@ -119,11 +90,11 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         path: str = scope.get("path", "")
         if _is_docs(path):
-            extra_headers = SECURITY_HEADERS + _DOCS_HEADERS
+            extra_headers = SECURITY_HEADERS + DOCS_HEADERS
         elif path == "/" or path.startswith("/static/"):
-            extra_headers = SECURITY_HEADERS + _PAGE_HEADERS
+            extra_headers = SECURITY_HEADERS + PAGE_HEADERS
         else:
-            extra_headers = SECURITY_HEADERS + _API_HEADERS
+            extra_headers = SECURITY_HEADERS + API_HEADERS
         status_holder = [0]
 
         refusal = self._refusal(scope)

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
+from backend.auth import devlogin
 from backend.auth.devkeys import load_or_create_dev_key
 from backend.core.config import Settings
 from backend.core.errors import NotFound
@@ -51,16 +52,16 @@ def build_router(settings: Settings) -> APIRouter:
 def log_addresses(settings: Settings, log: logging.Logger) -> None:
     """The start log's addresses: the playground's (in development auth mode with this start's
     login secret, at WARNING so it shows at every LOG_LEVEL) and the API documentation's."""
-    base = devtoken.start_address()
+    base = devlogin.start_address()
     if not settings.dev_auth:
         log.info("playground: %s/ (sign in with a bearer token); API docs: %s/docs", base, base)
         return
-    secret = devtoken.login_secret(load_or_create_dev_key(settings.data_dir))
-    loopback = devtoken.is_loopback(urlsplit(base).hostname)
+    secret = devlogin.login_secret(load_or_create_dev_key(settings.data_dir))
+    loopback = devlogin.is_loopback(urlsplit(base).hostname)
     log.warning(
         "playground: %s (development sign-in, with this start's secret: open it in a browser on "
         "this machine%s); API docs: %s/docs",
-        devtoken.login_url(base, secret),
+        devlogin.login_url(base, secret),
         "" if loopback else "; it answers only on a loopback address",
         base,
     )

@@ -11,7 +11,8 @@ import httpx
 from fastapi import FastAPI
 
 from backend.auth.devkeys import load_or_create_dev_key
-from backend.web.devtoken import LOGIN_HEADER, login_secret
+from backend.auth.devlogin import login_secret
+from backend.web.devtoken import LOGIN_HEADER
 from backend.web.state import STATE_KEY
 from tests.support.app import with_lifespan_state
 

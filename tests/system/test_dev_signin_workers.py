@@ -11,9 +11,10 @@ from pathlib import Path
 
 import httpx
 
+from backend.auth import devlogin
 from backend.auth.devkeys import load_or_create_dev_key
-from backend.web import devtoken
-from backend.web.devtoken import LOGIN_HEADER, login_secret
+from backend.auth.devlogin import login_secret
+from backend.web.devtoken import LOGIN_HEADER
 from bench.env import isolated_env
 from bench.servers import free_port
 from tests.support import ROOT
@@ -27,8 +28,8 @@ def test_plain_uvicorn_workers_share_one_secret_and_a_new_start_gets_a_new_one(
     both workers print the same address, derived from that group; this process's differs."""
     port = free_port()
     env = isolated_env()
-    env.pop(devtoken.START_ENV, None)
-    env.pop(devtoken.ADDRESS_ENV, None)
+    env.pop(devlogin.START_ENV, None)
+    env.pop(devlogin.ADDRESS_ENV, None)
     env.update(DATABASE_URL=database_url, DATA_DIR=str(tmp_path), LOG_LEVEL="WARNING")
     log_path = tmp_path / "uvicorn.log"
     command = [sys.executable, "-m", "uvicorn", "backend.main:app", "--workers", "2"]
@@ -56,7 +57,7 @@ def test_plain_uvicorn_workers_share_one_secret_and_a_new_start_gets_a_new_one(
         group = proc.pid  # the session's leader, as a shell's job would be
         boot = Path("/proc/sys/kernel/random/boot_id")
         if boot.exists():
-            started = devtoken._process_start_time(group)
+            started = devlogin._process_start_time(group)
             expected = f"group:{boot.read_text().strip()}:{group}:{started}"
             assert printed == login_secret(key, expected)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:

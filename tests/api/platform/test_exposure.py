@@ -15,9 +15,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.auth.devkeys import load_or_create_dev_key
+from backend.auth.devlogin import login_secret
 from backend.main import create_app
 from backend.server.httpserver import uvicorn_limits
-from backend.web.devtoken import LOGIN_HEADER, login_secret
+from backend.web.devtoken import LOGIN_HEADER
 from tests.support.app import make_settings, running_app, serving
 
 PAGE_BYTES = 10_000

@@ -12,11 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from backend.auth import devlogin
 from backend.auth.devkeys import load_or_create_dev_key
+from backend.auth.devlogin import login_secret
 from backend.core.config import Settings
 from backend.main import create_app
-from backend.web import devtoken
-from backend.web.devtoken import LOGIN_HEADER, login_secret
+from backend.web.devtoken import LOGIN_HEADER
 from tests.support.app import serving
 from tests.support.devsignin import TOKEN_PATH
 
@@ -59,7 +60,7 @@ def test_the_secret_is_long_url_safe_and_new_for_each_start(data_dir: Path) -> N
     key = load_or_create_dev_key(data_dir)
     this = login_secret(key)
     assert len(this) >= 16 and re.fullmatch(r"[A-Za-z0-9_-]+", this)
-    assert login_secret(key) == this == login_secret(key, devtoken.start_id())
+    assert login_secret(key) == this == login_secret(key, devlogin.start_id())
     assert login_secret(key, "serve:another-start") != this
     assert login_secret(key, "serve:a") != login_secret(key, "serve:b")
 
@@ -67,7 +68,7 @@ def test_the_secret_is_long_url_safe_and_new_for_each_start(data_dir: Path) -> N
 async def test_the_start_log_prints_the_playground_with_the_secret_and_the_docs(
     settings: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(devtoken.ADDRESS_ENV, "http://127.0.0.1:8123")
+    monkeypatch.setenv(devlogin.ADDRESS_ENV, "http://127.0.0.1:8123")
     caplog.set_level(logging.INFO)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -87,9 +88,9 @@ async def test_the_start_log_prints_the_playground_with_the_secret_and_the_docs(
     ],
 )
 def test_start_address(host: str, port: int, address: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(devtoken.ADDRESS_ENV, raising=False)
+    monkeypatch.delenv(devlogin.ADDRESS_ENV, raising=False)
     monkeypatch.setattr(
         sys, "argv", ["/venv/bin/uvicorn", "backend.main:app", "--host", host, f"--port={port}"]
     )
-    assert devtoken.start_address() == address
-    assert devtoken.base_url(host, port) == address
+    assert devlogin.start_address() == address
+    assert devlogin.base_url(host, port) == address
