@@ -31,6 +31,13 @@ for _var in list(os.environ):
 os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On xdist workers, the system tier first: its tests take seconds each, and a long one
+    dealt out last would leave the other worker idle at the end."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: "/tests/system/" not in str(item.path))
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data")

@@ -28,6 +28,9 @@ from bench.env import isolated_env
 from bench.servers import free_port, wait_http
 from tests.support import ROOT
 
+# One worker runs the whole module: one server and one Chromium, not one per xdist worker.
+pytestmark = pytest.mark.xdist_group("browser")
+
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="the `playwright` package is missing: pip install -e '.[dev]'"
 )

@@ -24,6 +24,9 @@ from backend.core.config import Settings
 from backend.main import create_app
 from tests.support.app import make_settings
 
+# One worker runs the whole module: one live server, not one per xdist worker.
+pytestmark = pytest.mark.xdist_group("fuzz")
+
 schema = schemathesis.openapi.from_dict(
     create_app(Settings(_env_file=None, database_url="postgresql://unused/x")).openapi()  # type: ignore[call-arg]
 )
