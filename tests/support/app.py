@@ -58,12 +58,10 @@ async def serving(app: FastAPI, **config: Any) -> AsyncIterator[str]:
     `config`: more uvicorn.Config arguments (`httpserver.uvicorn_limits(settings)`, say).
     """
     import asyncio
-    import socket
 
     import uvicorn
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = listening_socket()
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **config))
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -79,6 +77,19 @@ async def serving(app: FastAPI, **config: Any) -> AsyncIterator[str]:
         await task
         sock.close()
         LIVE_STATES.pop(app, None)
+
+
+def listening_socket() -> socket.socket:
+    """A socket bound to a free 127.0.0.1 port, for `uvicorn.Server.serve(sockets=[...])`.
+
+    With TCP_NODELAY, which the connections it accepts inherit: uvicorn sets it only on the
+    sockets it creates itself. Without it each response's body waits for the client's delayed
+    ACK of its head: 40 ms a request, where the app took 1.
+    """
+    sock = socket.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 def free_port() -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from schemathesis.checks import (
 from backend.auth.devkeys import load_or_create_dev_key, mint_token
 from backend.core.config import Settings
 from backend.main import create_app
-from tests.support.app import make_settings
+from tests.support.app import listening_socket, make_settings
 
 # One worker runs the whole module: one live server, not one per xdist worker.
 pytestmark = pytest.mark.xdist_group("fuzz")
@@ -46,8 +45,7 @@ def live_server(
     app = create_app(
         make_settings(database_url, data_dir, rate_limit_requests=0, chat_timeout_seconds=10)
     )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = listening_socket()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()
