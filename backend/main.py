@@ -253,9 +253,6 @@ def create_app(
             )
             purger = asyncio.create_task(_purge_periodically(idempotency, autocommit_engine))
             stack.callback(purger.cancel)
-            assert chat.admission is not None
-            lag_watch = asyncio.create_task(chat.admission.watch())
-            stack.callback(lag_watch.cancel)
             stack.push_async_callback(_drain, chat.background)
             await asyncio.to_thread(history.warm_up)
             if serving:

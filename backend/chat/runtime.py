@@ -25,7 +25,7 @@ MAX_RETRY_AFTER_SECONDS = 30
 
 
 class ServerBusy(ServiceUnavailable):
-    """503: this process already runs MAX_CONCURRENT_TURNS turns, or is out of CPU."""
+    """503: this process already runs MAX_CONCURRENT_TURNS turns."""
 
     code = "server_busy"
     detail = "The server is busy with other chat turns; try again shortly"
@@ -56,8 +56,7 @@ class TurnSlot:
 
 
 class TurnAdmission:
-    """At most `limit` chat turns at once in this process, every user and front door together,
-    and none more while the process is out of CPU.
+    """At most `limit` chat turns at once in this process, every user and front door together.
 
     Per-user budgets do not bound the total: 200 users each within their own limits still pile
     up turns whose statements queue for the same connections (and event loop) as everyone's
@@ -67,47 +66,24 @@ class TurnAdmission:
     and lets a load balancer send the retry to another replica. One event loop per process, so
     a plain counter is exact (no lock); every worker process has its own bound.
 
-    A count alone does not bound the CPU: against a fast model, 64 turns at once are more work
-    than one core does, and then every read waits for the event loop behind them (W10). So the
-    loop's lateness is watched (`watch`, every 20 ms): while its moving mean is over `max_lag`
-    seconds a new turn is refused too, unless none is running (a process always makes progress).
-
     Retry-After is the recent mean turn duration (rounded up, 1-30 s): by then every slot has
     turned over about once. A fixed 1 s would bring a crowd back every second, and answering
     those refusals alone costs the CPU the running turns and reads need (measured in W10).
     """
 
-    TICK_SECONDS = 0.02
-
-    def __init__(self, limit: int, max_lag: float = 0.0) -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.max_lag = max_lag
-        """Seconds; 0: the loop's lateness is not considered."""
         self.active = 0
         self.mean_seconds = 1.0
         """Moving mean of how long admitted turns held their slot."""
-        self.lag = 0.0
-        """Moving mean of how late the event loop ran `watch`'s ticks (seconds)."""
-
-    def observe_lag(self, seconds: float) -> None:
-        self.lag += 0.25 * (max(0.0, seconds) - self.lag)
-
-    async def watch(self) -> None:
-        """Measure the event loop's lateness until cancelled (a task of the lifespan)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            due = loop.time() + self.TICK_SECONDS
-            await asyncio.sleep(self.TICK_SECONDS)
-            self.observe_lag(loop.time() - due)
 
     def ended(self, seconds: float) -> None:
         self.active -= 1
         self.mean_seconds += 0.05 * (seconds - self.mean_seconds)
 
     def check(self) -> None:
-        """Refuse now if no slot is free, or the process is out of CPU (a pre-check: `admit`
-        still decides)."""
-        if self.active >= self.limit or (self.active and self.max_lag and self.lag > self.max_lag):
+        """Refuse now if no slot is free (a pre-check: `admit` still decides)."""
+        if self.active >= self.limit:
             wait = min(MAX_RETRY_AFTER_SECONDS, max(1, math.ceil(self.mean_seconds)))
             raise ServerBusy(wait)
 
@@ -135,9 +111,7 @@ class ChatRuntime:
 
     def __post_init__(self) -> None:
         if self.admission is None:
-            self.admission = TurnAdmission(
-                self.settings.max_concurrent_turns, self.settings.admission_max_lag_ms / 1000
-            )
+            self.admission = TurnAdmission(self.settings.max_concurrent_turns)
 
     def admit(self) -> TurnSlot:
         """A slot for one turn (503 `server_busy` when the process runs as many as it may)."""

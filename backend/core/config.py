@@ -142,9 +142,6 @@ class Settings(BaseSettings):
     max_concurrent_turns: int = Field(default=64, ge=1, le=10_000)
     """Chat turns this process runs at once, all users together; one more answers 503
     `server_busy` with Retry-After at once (it is not queued)."""
-    admission_max_lag_ms: float = Field(default=20.0, ge=0, le=10_000)
-    """While the process's event loop runs this late (ms, a moving mean), it is out of CPU: a new
-    turn answers 503 `server_busy` as at the bound above, unless none is running. 0: off."""
     max_tool_output_chars: int = Field(default=16_000, ge=1000, le=1_000_000)
     """Largest tool result (serialized JSON) that reaches the model and the stored turn."""
     max_page_bytes: int = Field(default=1_000_000, ge=10_000, le=100_000_000)

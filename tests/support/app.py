@@ -17,9 +17,6 @@ from backend.web.state import STATE_KEY, AppState
 
 
 def make_settings(database_url: str, data_dir: Path, **values: Any) -> Settings:
-    """Settings for an app under test. The event loop's lateness does not refuse turns unless a
-    test asks (`admission_max_lag_ms`): on a loaded test machine it would, at random."""
-    values.setdefault("admission_max_lag_ms", 0)
     return Settings(_env_file=None, database_url=database_url, data_dir=data_dir, **values)  # type: ignore[call-arg]
 
 
