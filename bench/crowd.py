@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,19 +82,44 @@ async def crowd_user(bench: Bench, n: int, stop: asyncio.Event, tally: Tally) ->
             tally.errors.error(f"{status} {retry_after=} {raw[:120]!r}")
 
 
-async def quiet_reads(bench: Bench, run: Run, statuses: dict[int, int], gets: int) -> None:
-    """The quiet user's task list, every 50 ms."""
-    headers = bench.headers("w10-quiet")
-    for _ in range(gets):
-        status = await bench.get(run, "/api/tasks", headers)
-        statuses[status] = statuses.get(status, 0) + 1
-        await asyncio.sleep(0.05)
+@dataclass
+class Reads:
+    """The quiet user's reads: latencies of those answered, answers by status, failures."""
+
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def quiet_reads(base: str, headers: dict[str, str], gets: int) -> Reads:
+    """The quiet user's task list, every 50 ms, from a process of its own (see `crowd`)."""
+
+    async def read() -> Reads:
+        reads = Reads()
+        async with aiohttp.ClientSession(base, timeout=aiohttp.ClientTimeout(total=60)) as http:
+            for _ in range(gets):
+                started = time.perf_counter()
+                try:
+                    async with http.get("/api/tasks", headers=headers) as r:
+                        await r.read()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    reads.errors.append(type(exc).__name__)
+                    continue
+                reads.latencies.append((time.perf_counter() - started) * 1000)
+                reads.statuses[r.status] = reads.statuses.get(r.status, 0) + 1
+                if r.status != 200:
+                    reads.errors.append(f"GET /api/tasks {r.status}")
+                await asyncio.sleep(0.05)
+        return reads
+
+    return asyncio.run(read())
 
 
 async def warm(bench: Bench) -> None:
     """A fresh server: first requests pay for imports and connections."""
     run = Run()
-    await asyncio.gather(*(bench.user(run, f"w10-warm-{u}", 2, k) for u, k in enumerate(KINDS)))
+    for u, kind in enumerate(KINDS):  # one at a time: a process warming up runs late, and
+        await bench.user(run, f"w10-warm-{u}", 2, kind)  # turns beside one are refused then
     for _ in range(10):
         await bench.get(run, "/api/tasks", bench.headers("w10-quiet"))
     if run.errors:
@@ -104,19 +131,21 @@ async def crowd(bench: Bench, sizes: CrowdSizes = FULL) -> dict[str, Any]:
     load_before = os.getloadavg()
     await bench.latency(sizes.latency_ms)
     await warm(bench)
-    idle, idle_statuses, busy_statuses = Run(), dict[int, int](), dict[int, int]()
-    await quiet_reads(bench, idle, idle_statuses, sizes.quiet_gets)
+    # The quiet user reads from a process of its own, as a user elsewhere would: in this one its
+    # requests would wait for the event loop that runs the crowd's 200 clients.
+    loop, quiet = asyncio.get_running_loop(), bench.headers("w10-quiet")
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as apart:
+        idle = await loop.run_in_executor(apart, quiet_reads, bench.base, quiet, sizes.quiet_gets)
 
-    tally, stop = Tally(), asyncio.Event()
-    peak = [rss_mb(bench.pid)]
-    sampler = bench.rss_sampler(peak)
-    cpu0, t0 = cpu_ms(bench.pid), time.perf_counter()
-    users = [asyncio.create_task(crowd_user(bench, n, stop, tally)) for n in range(sizes.users)]
-    await asyncio.sleep(sizes.ramp_seconds)
-    busy = Run()
-    reads = asyncio.create_task(quiet_reads(bench, busy, busy_statuses, sizes.quiet_gets))
-    await asyncio.sleep(sizes.busy_seconds)
-    await reads  # at least `quiet_gets` reads under the crowd, however long they take
+        tally, stop = Tally(), asyncio.Event()
+        peak = [rss_mb(bench.pid)]
+        sampler = bench.rss_sampler(peak)
+        cpu0, t0 = cpu_ms(bench.pid), time.perf_counter()
+        users = [asyncio.create_task(crowd_user(bench, n, stop, tally)) for n in range(sizes.users)]
+        await asyncio.sleep(sizes.ramp_seconds)
+        reads = loop.run_in_executor(apart, quiet_reads, bench.base, quiet, sizes.quiet_gets)
+        await asyncio.sleep(sizes.busy_seconds)
+        busy = await reads  # at least `quiet_gets` reads under the crowd, however long they take
     stop.set()
     await asyncio.gather(*users)
     wall = time.perf_counter() - t0
@@ -129,7 +158,7 @@ async def crowd(bench: Bench, sizes: CrowdSizes = FULL) -> dict[str, Any]:
     idle_p95 = percentile(idle.latencies, 95)
     busy_p95 = percentile(busy.latencies, 95)
     ratio = round(busy_p95 / max(idle_p95, 0.01), 2)
-    read_5xx = sum(n for st in (idle_statuses, busy_statuses) for s, n in st.items() if s >= 500)
+    read_5xx = sum(n for r in (idle, busy) for s, n in r.statuses.items() if s >= 500)
     turns_answered = sum(tally.statuses.values())
     return {
         "users": sizes.users,
@@ -143,7 +172,7 @@ async def crowd(bench: Bench, sizes: CrowdSizes = FULL) -> dict[str, Any]:
         "quiet_get_p95_idle_ms": round(idle_p95, 1),
         "quiet_get_p95_busy_ms": round(busy_p95, 1),
         "quiet_get_p95_ratio": ratio,
-        "quiet_get_answers": ", ".join(f"{n} x {s}" for s, n in sorted(busy_statuses.items())),
+        "quiet_get_answers": ", ".join(f"{n} x {s}" for s, n in sorted(busy.statuses.items())),
         "quiet_get_5xx": read_5xx,
         "meets_target": ratio <= 5 and read_5xx == 0 and not tally.errors.errors,
         "server_cpu_busy": round(busy_cpu_share, 2),
@@ -151,8 +180,6 @@ async def crowd(bench: Bench, sizes: CrowdSizes = FULL) -> dict[str, Any]:
         "load_average_before": " ".join(f"{x:.2f}" for x in load_before),
         "load_average_after": " ".join(f"{x:.2f}" for x in load_after),
         # Turns outside the target, incomplete turns, and reads that failed (5xx included).
-        "errors": tally.errors.errors + tally.ok.errors + idle.errors + busy.errors,
-        "error_samples": (tally.errors.error_samples + tally.ok.error_samples + busy.error_samples)[
-            :5
-        ],
+        "errors": tally.errors.errors + tally.ok.errors + len(idle.errors) + len(busy.errors),
+        "error_samples": (tally.errors.error_samples + tally.ok.error_samples + busy.errors)[:5],
     }
