@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.core.logging import log_value, request_id_var
@@ -209,9 +210,18 @@ class AnonymousGuard:
             anonymous = _anonymous_refusal(scope, scope.get("path", ""))
             if anonymous is not None:
                 (status, detail, code), challenge = anonymous
+                scope["route"] = _route_of(scope)  # the metrics count it under its route
                 await _send_error(send, status, detail, code, request_id_var.get(), challenge)
                 return
         await self.app(scope, receive, send)
+
+
+def _route_of(scope: Scope) -> Any:
+    """The app's route that `scope` would reach (routing has not run yet), or None."""
+    for route in getattr(getattr(scope.get("app"), "router", None), "routes", ()):
+        if route.matches(scope)[0] is Match.FULL:
+            return route
+    return None
 
 
 def _anonymous_refusal(
