@@ -118,8 +118,7 @@ def quiet_reads(base: str, headers: dict[str, str], gets: int) -> Reads:
 async def warm(bench: Bench) -> None:
     """A fresh server: first requests pay for imports and connections."""
     run = Run()
-    for u, kind in enumerate(KINDS):  # one at a time: a process warming up runs late, and
-        await bench.user(run, f"w10-warm-{u}", 2, kind)  # turns beside one are refused then
+    await asyncio.gather(*(bench.user(run, f"w10-warm-{u}", 2, k) for u, k in enumerate(KINDS)))
     for _ in range(10):
         await bench.get(run, "/api/tasks", bench.headers("w10-quiet"))
     if run.errors:
