@@ -324,7 +324,7 @@ def _serve(args: argparse.Namespace) -> None:
         from backend.server.httpserver import uvicorn_limits
 
         # One start: its workers inherit these, so they share the development login secret and
-        # name the address in the start log (see backend.web.devtoken).
+        # name the address in the start log (see backend.auth.devlogin).
         os.environ[START_ENV] = secrets.token_urlsafe(16)
         os.environ[ADDRESS_ENV] = base_url(args.host, args.port)
         uvicorn.run(
