@@ -27,7 +27,7 @@ from backend.web.state import AppState, state_of
 bearer_scheme = HTTPBearer(auto_error=False, description="A Better Auth JWT (or HS256 / dev token)")
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
     return state_of(request.scope)
 
 
@@ -41,7 +41,7 @@ async def current_user(
     """The verified caller of every `/api/*` route."""
     if credentials is None or not credentials.credentials.strip():
         raise MissingToken()
-    user = await app_state(request).verifier.verify(credentials.credentials.strip())
+    user = await state_of(request.scope).verifier.verify(credentials.credentials.strip())
     request.state.user_id = user.id  # for the access log
     return user
 
@@ -68,24 +68,24 @@ async def get_session(request: Request, state: StateDep) -> AsyncIterator[AsyncS
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-def _settings(state: StateDep) -> Settings:
+async def _settings(state: StateDep) -> Settings:
     return state.settings
 
 
-def _sessions(state: StateDep) -> async_sessionmaker[AsyncSession]:
+async def _sessions(state: StateDep) -> async_sessionmaker[AsyncSession]:
     return state.sessions
 
 
-def _engine(state: StateDep) -> AsyncEngine:
+async def _engine(state: StateDep) -> AsyncEngine:
     return state.engine
 
 
-def _chat(request: Request, state: StateDep) -> ChatRuntime:
+async def _chat(request: Request, state: StateDep) -> ChatRuntime:
     # GETs (conversation reads) run on the reads' own pool; everything else on the main one.
     return state.chat_reads if request.method == "GET" else state.chat
 
 
-def _chatkit(state: StateDep) -> TaskChatKitServer:
+async def _chatkit(state: StateDep) -> TaskChatKitServer:
     return state.chatkit
 
 
@@ -108,7 +108,7 @@ async def counted_chat_turn(
     clean_text("message", body.message, settings.max_message_chars)
     # A process already running MAX_CONCURRENT_TURNS turns answers 503 before the turn spends
     # the user's budget (`turn.begin` takes the slot itself; this only spares the budget).
-    app_state(request).chat.check_admission()
+    state_of(request.scope).chat.check_admission()
     return await chat_rate_limit(request, user)
 
 

@@ -68,7 +68,7 @@ class DevTokenResponse(BaseModel):
     expires_at: datetime
 
 
-def loopback_only(request: Request) -> None:
+async def loopback_only(request: Request) -> None:
     """Refuse (404 or 403) unless the request came straight to a loopback listener.
 
     A dependency, so the refusal comes before any look at the body.

@@ -4,14 +4,19 @@ once, modules small enough to read in one sitting. Pure reads of the source: no 
 from __future__ import annotations
 
 import ast
+import inspect
 from pathlib import Path
 
 import grimp
 from importlinter import api as _configured  # noqa: F401  (configures import-linter)
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from importlinter.application.use_cases import lint_imports
 
+from backend.main import create_app
 from backend.tasks.registry import ACTIONS
 from tests.support import ROOT
+from tests.support.app import make_settings
 
 BACKEND = ROOT / "backend"
 # Where an action's name may be written: its declaration, and the system prompt the model reads.
@@ -110,3 +115,28 @@ def test_modules_are_small() -> None:
     assert {path: n for path, n in sizes.items() if n > 450} == {}
     offline = sum(n for path, n in sizes.items() if path.name.startswith("offline"))
     assert offline <= 300
+
+
+def _runs_on_the_loop(call: object) -> bool:
+    target = call if inspect.isfunction(call) or inspect.ismethod(call) else type(call).__call__  # type: ignore[misc]
+    return inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target)
+
+
+def test_no_route_or_dependency_hops_to_a_thread(tmp_path: Path) -> None:
+    """FastAPI runs a plain `def` endpoint or dependency in a worker thread: a thread hop per
+    request and, with the event loop busy, a wait of up to 5 ms for the GIL each way (W10 saw
+    it). Every endpoint and dependency of every route is `async def`."""
+    app = create_app(make_settings("postgresql://nowhere/none", tmp_path))
+    blocking: set[str] = set()
+
+    def visit(dependant: Dependant) -> None:
+        if dependant.call is not None and not _runs_on_the_loop(dependant.call):
+            blocking.add(getattr(dependant.call, "__qualname__", repr(dependant.call)))
+        for sub in dependant.dependencies:
+            visit(sub)
+
+    routes = [r for r in app.routes if isinstance(r, APIRoute)]
+    assert len(routes) >= 15
+    for route in routes:
+        visit(route.dependant)
+    assert blocking == set()
