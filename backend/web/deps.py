@@ -106,9 +106,6 @@ async def counted_chat_turn(
     one body field and validates it before calling this.
     """
     clean_text("message", body.message, settings.max_message_chars)
-    # A process already running MAX_CONCURRENT_TURNS turns answers 503 before the turn spends
-    # the user's budget (`turn.begin` takes the slot itself; this only spares the budget).
-    state_of(request.scope).chat.check_admission()
     return await chat_rate_limit(request, user)
 
 

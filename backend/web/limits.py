@@ -34,7 +34,11 @@ def _limits(request: Request) -> RateLimits:
 
 
 async def chat_rate_limit(request: Request, user: User) -> User:
-    """Count one chat turn against the caller's limit (429 with Retry-After when over)."""
+    """A chat turn's admission, for every front door: 503 `server_busy` with Retry-After at once
+    when this process runs as many turns as it may (the refusal spends nothing, not even a
+    database round trip), else one turn counted against the caller's chat budget (429 with
+    Retry-After when over). `turn.begin` takes the slot itself; this spares the budget."""
+    state_of(request.scope).chat.check_admission()
     await _limits(request).chat.hit(user.id)
     return user
 

@@ -57,7 +57,7 @@ async def test_turns_beyond_the_bound_are_refused_at_once_and_slots_come_back(
     database_url: str, data_dir: Path, auth_for: Headers
 ) -> None:
     settings = make_settings(database_url, data_dir, max_concurrent_turns=2, rate_limit_requests=2)
-    model = _gated(4)
+    model = _gated(6)
     app = create_app(settings, model=model)
     async with running_app(app) as client:
         plain = asyncio.create_task(
@@ -90,6 +90,14 @@ async def test_turns_beyond_the_bound_are_refused_at_once_and_slots_come_back(
         for n in range(2):
             r = await client.post("/api/chat", json={"message": f"now {n}"}, headers=auth_for("u3"))
             assert r.status_code == 200, r.text
+        # Nor did u4's refused ChatKit turn (and it left no thread behind): both run now.
+        u4 = auth_for("u4")
+        listed = {"type": "threads.list", "params": {}}
+        assert (await client.post("/api/chatkit", json=listed, headers=u4)).json()["data"] == []
+        for n in range(2):
+            r = await client.post("/api/chatkit", json=_chatkit_create(f"now {n}"), headers=u4)
+            assert r.status_code == 200 and '"thread.created"' in r.text, r.text
+        assert len((await client.post("/api/chatkit", json=listed, headers=u4)).json()["data"]) == 2
         assert _state(app).chat.admission.active == 0  # type: ignore[union-attr]
 
 
