@@ -94,8 +94,9 @@ def run(
             LLM_MODEL="stub-model",
             # Rate limiting stays on (its cost is part of a turn) with a limit the load never reaches.
             RATE_LIMIT_REQUESTS="1000000",
-            # Likewise the process's turn bound (W3 runs 100 turns at once; W10 uses the default).
+            # Likewise the process's turn bounds (W3 runs 100 turns at once; W10 uses the defaults).
             MAX_CONCURRENT_TURNS="10000",
+            MAX_TURN_CPU="1.0",
             LOG_LEVEL="WARNING",
         )
 
@@ -127,7 +128,7 @@ def run(
             b.profile_dir = profile_dir
         # W7's and W10's server, with the product's default turn limits: one for both (their
         # users are distinct, and W10 starts after W7 has finished).
-        unlimited = ("RATE_LIMIT_REQUESTS", "MAX_CONCURRENT_TURNS")
+        unlimited = ("RATE_LIMIT_REQUESTS", "MAX_CONCURRENT_TURNS", "MAX_TURN_CPU")
         default_limits = {k: v for k, v in env.items() if k not in unlimited}
         defaults = bench_on(default_limits, free_port()) if only & {"W7", "W10"} else None
         limited = defaults if "W7" in only else None

@@ -9,6 +9,7 @@ import copy
 import math
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -25,7 +26,7 @@ MAX_RETRY_AFTER_SECONDS = 30
 
 
 class ServerBusy(ServiceUnavailable):
-    """503: this process already runs MAX_CONCURRENT_TURNS turns."""
+    """503: this process already runs MAX_CONCURRENT_TURNS turns, or uses MAX_TURN_CPU."""
 
     code = "server_busy"
     detail = "The server is busy with other chat turns; try again shortly"
@@ -55,8 +56,44 @@ class TurnSlot:
         return owner
 
 
+Clock = Callable[[], float]
+
+CPU_SAMPLE_SECONDS = 0.25
+"""`CpuLoad` reads the process's CPU time at most this often."""
+CPU_SMOOTHING_SECONDS = 1.0
+"""...and averages it over about this long."""
+ALWAYS_ADMITTED = 4
+"""Turns admitted whatever the CPU use: refusals cost CPU too, and a flood of them alone must not
+stop every turn."""
+
+
+class CpuLoad:
+    """This process's CPU use as a share of one core, smoothed over about a second.
+
+    Read on demand (no background task): each read past CPU_SAMPLE_SECONDS since the last folds
+    the share of that stretch into the mean, weighted by its length, so a long idle stretch
+    counts fully. The CPU time is the whole process's (every thread), from the kernel.
+    """
+
+    def __init__(self, cpu_clock: Clock = time.process_time, clock: Clock = time.monotonic) -> None:
+        self.cpu_clock, self.clock = cpu_clock, clock
+        self.at, self.cpu = clock(), cpu_clock()
+        self.share = 0.0
+
+    def current(self) -> float:
+        now = self.clock()
+        elapsed = now - self.at
+        if elapsed >= CPU_SAMPLE_SECONDS:
+            cpu = self.cpu_clock()
+            latest = (cpu - self.cpu) / elapsed
+            self.share += min(1.0, elapsed / CPU_SMOOTHING_SECONDS) * (latest - self.share)
+            self.at, self.cpu = now, cpu
+        return self.share
+
+
 class TurnAdmission:
-    """At most `limit` chat turns at once in this process, every user and front door together.
+    """At most `limit` chat turns at once in this process, every user and front door together,
+    and no new one while the process uses more than `max_cpu` of a core.
 
     Per-user budgets do not bound the total: 200 users each within their own limits still pile
     up turns whose statements queue for the same connections (and event loop) as everyone's
@@ -66,13 +103,22 @@ class TurnAdmission:
     and lets a load balancer send the retry to another replica. One event loop per process, so
     a plain counter is exact (no lock); every worker process has its own bound.
 
+    The CPU bound is what keeps reads quick: a turn's cost is mostly the event loop's CPU, and
+    how many turns fill the loop depends on the model's latency (64 turns of a 300 ms model kept
+    one loop 90 % busy, and a quiet user's reads waited 10-20 x their idle time behind them in
+    W10; 3 s turns would need ten times as many). A read waits for the loop a few times, and
+    that wait grows steeply as the loop nears full, so new turns stop at `max_cpu` (1.0: no
+    CPU bound). ALWAYS_ADMITTED turns run whatever the CPU use.
+
     Retry-After is the recent mean turn duration (rounded up, 1-30 s): by then every slot has
     turned over about once. A fixed 1 s would bring a crowd back every second, and answering
     those refusals alone costs the CPU the running turns and reads need (measured in W10).
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_cpu: float = 1.0, load: CpuLoad | None = None) -> None:
         self.limit = limit
+        self.max_cpu = max_cpu
+        self.load = load or CpuLoad()
         self.active = 0
         self.mean_seconds = 1.0
         """Moving mean of how long admitted turns held their slot."""
@@ -83,9 +129,16 @@ class TurnAdmission:
 
     def check(self) -> None:
         """Refuse now if no slot is free (a pre-check: `admit` still decides)."""
-        if self.active >= self.limit:
+        if self.active >= self.limit or self._cpu_bound():
             wait = min(MAX_RETRY_AFTER_SECONDS, max(1, math.ceil(self.mean_seconds)))
             raise ServerBusy(wait)
+
+    def _cpu_bound(self) -> bool:
+        return (
+            self.max_cpu < 1.0
+            and self.active >= ALWAYS_ADMITTED
+            and self.load.current() > self.max_cpu
+        )
 
     def admit(self) -> TurnSlot:
         """A slot for one turn, or `ServerBusy`."""
@@ -111,7 +164,9 @@ class ChatRuntime:
 
     def __post_init__(self) -> None:
         if self.admission is None:
-            self.admission = TurnAdmission(self.settings.max_concurrent_turns)
+            self.admission = TurnAdmission(
+                self.settings.max_concurrent_turns, self.settings.max_turn_cpu
+            )
 
     def admit(self) -> TurnSlot:
         """A slot for one turn (503 `server_busy` when the process runs as many as it may)."""

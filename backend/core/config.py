@@ -142,6 +142,10 @@ class Settings(BaseSettings):
     max_concurrent_turns: int = Field(default=64, ge=1, le=10_000)
     """Chat turns this process runs at once, all users together; one more answers 503
     `server_busy` with Retry-After at once (it is not queued)."""
+    max_turn_cpu: float = Field(default=0.5, gt=0, le=1.0)
+    """While this process uses more than this share of one CPU core (over about a second), a
+    new turn answers 503 `server_busy` too: the rest keeps reads quick however many turns the
+    model's latency lets in. 1.0 turns the check off; a few turns are always admitted."""
     max_tool_output_chars: int = Field(default=16_000, ge=1000, le=1_000_000)
     """Largest tool result (serialized JSON) that reaches the model and the stored turn."""
     max_page_bytes: int = Field(default=1_000_000, ge=10_000, le=100_000_000)
@@ -159,6 +163,9 @@ class Settings(BaseSettings):
     """REST task writes and MCP tool calls per user per minute; 0: unlimited."""
     read_rate_limit_requests: int = Field(default=600, ge=0)
     """GET requests per user per minute; 0: unlimited."""
+    read_budget_batch: int = Field(default=10, ge=1, le=100)
+    """Reads a process takes from a user's read budget at once, answering the next ones without a
+    round trip (`backend.reliability.prepaid`); 1: every read is checked on its own."""
     redis_url: str | None = None
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     conversation_lock_seconds: float | None = None

@@ -82,23 +82,53 @@ class RateLimiter(Protocol):
     async def hit(self, user_id: str) -> None:
         """Count one request, or raise RateLimited (with Retry-After) without counting it."""
 
+    async def take(self, user_id: str, cost: int = 1) -> float:
+        """Spend `cost` requests at once and return 0, or spend nothing and return the seconds
+        until they would fit (a refusal that is not an error: `PrepaidReads` asks for several
+        and falls back to one)."""
+
+
+class Limiter:
+    """`hit` in terms of a limiter's `take`."""
+
+    budget: Budget
+
+    async def take(self, user_id: str, cost: int = 1) -> float:
+        raise NotImplementedError
+
+    async def hit(self, user_id: str) -> None:
+        wait = await self.take(user_id)
+        if wait > 0:
+            raise self.budget.refuse(wait)
+
 
 class NoRateLimit:
     async def hit(self, user_id: str) -> None:
         return None
 
+    async def take(self, user_id: str, cost: int = 1) -> float:
+        return 0.0
 
-# GCRA in one statement. The conditional DO UPDATE is evaluated on the locked, latest row, so
-# concurrent requests of one user serialise on it. When it refuses, `wait` reads the TAT as the
+
+# GCRA in one statement. `interval` is the cost of what is counted (one interval per request);
+# a first request's row is inserted only if that cost fits the window. The conditional DO UPDATE
+# is evaluated on the locked, latest row, so concurrent requests of one user serialise on it.
+# Its commit does not wait for the WAL flush (synchronous_commit off for this transaction only):
+# a database crash may lose the last instant of budget state, which only forgives a request or
+# two, and the request is spared a disk flush behind everyone's writes. When it refuses, `wait` reads the TAT as the
 # statement's snapshot saw it (a refused request leaves it unchanged); a row inserted by a
 # concurrent first request is not in that snapshot, and the TAT is at most `window` ahead, so
 # `interval` is then the right upper bound.
 _PG_HIT = text(
     """
-    WITH clock AS (SELECT coalesce(to_timestamp(CAST(:at AS double precision)), now()) AS now),
+    WITH clock AS (
+        SELECT coalesce(to_timestamp(CAST(:at AS double precision)), now()) AS now,
+               set_config('synchronous_commit', 'off', true) AS unflushed
+    ),
     hit AS (
         INSERT INTO rate_limits AS r (user_id, budget, tat)
         SELECT :uid, :budget, c.now + make_interval(secs => :interval) FROM clock c
+         WHERE :interval <= :window
         ON CONFLICT (user_id, budget) DO UPDATE
            SET tat = greatest(r.tat, (SELECT now FROM clock)) + make_interval(secs => :interval)
          WHERE greatest(r.tat, (SELECT now FROM clock)) + make_interval(secs => :interval)
@@ -120,7 +150,7 @@ Clock = Callable[[], float]
 tests inject theirs to step through time instead of sleeping."""
 
 
-class PostgresRateLimiter:
+class PostgresRateLimiter(Limiter):
     def __init__(
         self, autocommit_engine: AsyncEngine, budget: Budget, clock: Clock | None = None
     ) -> None:
@@ -128,18 +158,17 @@ class PostgresRateLimiter:
         self.budget = budget
         self.clock = clock
 
-    async def hit(self, user_id: str) -> None:
+    async def take(self, user_id: str, cost: int = 1) -> float:
         params = {
             "uid": user_id,
             "budget": self.budget.name,
-            "interval": self.budget.interval,
+            "interval": self.budget.interval * cost,
             "window": self.budget.window_seconds,
             "at": self.clock() if self.clock is not None else None,
         }
         async with self.engine.connect() as conn:
             row = (await conn.execute(_PG_HIT, params)).one()
-        if not row.allowed:
-            raise self.budget.refuse(float(row.wait))
+        return 0.0 if row.allowed else max(float(row.wait), 1e-6)
 
 
 # The same arithmetic in Lua: atomic in Redis, with Redis's own clock. Numbers cross the Lua
@@ -164,25 +193,24 @@ return {1, '0'}
 """
 
 
-class RedisRateLimiter:
+class RedisRateLimiter(Limiter):
     def __init__(self, redis: Any, budget: Budget, clock: Clock | None = None) -> None:
         self.redis = redis
         self.budget = budget
         self.clock = clock
         self._script = redis.register_script(_REDIS_GCRA)
 
-    async def hit(self, user_id: str) -> None:
+    async def take(self, user_id: str, cost: int = 1) -> float:
         key = f"task-assistant:gcra:{self.budget.name}:{user_id}"
         allowed, wait = await self._script(
             keys=[key],
             args=[
-                repr(self.budget.interval),
+                repr(self.budget.interval * cost),
                 repr(self.budget.window_seconds),
                 repr(self.clock()) if self.clock is not None else "",
             ],
         )
-        if not int(allowed):
-            raise self.budget.refuse(float(wait))
+        return 0.0 if int(allowed) else max(float(wait), 1e-6)
 
 
 class RedisCircuit:
@@ -242,7 +270,7 @@ class RedisCircuit:
         return "ok"
 
 
-class FallbackRateLimiter:
+class FallbackRateLimiter(Limiter):
     """The Redis limiter while Redis answers; the PostgreSQL one (same budget) when it does not."""
 
     def __init__(
@@ -251,22 +279,20 @@ class FallbackRateLimiter:
         self.redis = redis
         self.postgres = postgres
         self.circuit = circuit
+        self.budget = postgres.budget
 
-    async def hit(self, user_id: str) -> None:
+    async def take(self, user_id: str, cost: int = 1) -> float:
         if self.circuit.allows():
             try:
                 async with asyncio.timeout(REDIS_CALL_SECONDS):
-                    await self.redis.hit(user_id)
-            except RateLimited:
-                self.circuit.succeeded()
-                raise
+                    wait = await self.redis.take(user_id, cost)
             except self.circuit.errors as exc:
                 self.circuit.failed(exc)
             else:
                 self.circuit.succeeded()
-                return
+                return wait
         metrics.rate_limit_fallback()
-        await self.postgres.hit(user_id)
+        return await self.postgres.take(user_id, cost)
 
 
 @dataclass(frozen=True, slots=True)

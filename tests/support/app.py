@@ -17,6 +17,12 @@ from backend.web.state import STATE_KEY, AppState
 
 
 def make_settings(database_url: str, data_dir: Path, **values: Any) -> Settings:
+    """Settings of an app a test runs in its own process, without the developer's environment.
+
+    MAX_TURN_CPU is off unless a test sets it: the process is the test's too (its client, its
+    checks), so its CPU share says nothing about the app's, and a turn refused for it would be
+    a flaky test. `tests/unit/test_admission.py` tests the CPU bound with its own clocks."""
+    values.setdefault("max_turn_cpu", 1.0)
     return Settings(_env_file=None, database_url=database_url, data_dir=data_dir, **values)  # type: ignore[call-arg]
 
 

@@ -1,10 +1,11 @@
-"""The process's turn admission: at most MAX_CONCURRENT_TURNS turns at once."""
+"""The process's turn admission: at most MAX_CONCURRENT_TURNS turns at once, and none while the
+process uses more than MAX_TURN_CPU of a core."""
 
 from __future__ import annotations
 
 import pytest
 
-from backend.chat.runtime import ServerBusy, TurnAdmission
+from backend.chat.runtime import ALWAYS_ADMITTED, CpuLoad, ServerBusy, TurnAdmission
 
 
 def test_the_bound_refuses_the_turn_past_it_and_a_release_frees_its_slot() -> None:
@@ -35,3 +36,57 @@ def test_retry_after_follows_the_mean_turn_duration_within_1_to_30_s() -> None:
         admission.admit()
     assert capped.value.headers == {"Retry-After": "30"}
     slot.release()
+
+
+class Clocks:
+    """Wall and CPU time a test moves by hand."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+
+    def run(self, seconds: float, cpu_share: float) -> None:
+        self.wall += seconds
+        self.cpu += seconds * cpu_share
+
+
+def test_cpu_load_follows_the_process_s_share_of_a_core_over_about_a_second() -> None:
+    clocks = Clocks()
+    load = CpuLoad(lambda: clocks.cpu, lambda: clocks.wall)
+    for _ in range(8):
+        clocks.run(0.25, 0.9)
+        load.current()
+    assert load.current() == pytest.approx(0.9, abs=0.1)
+    clocks.run(0.1, 0.0)  # read again sooner than CPU_SAMPLE_SECONDS: the same figure
+    assert load.current() == pytest.approx(0.9, abs=0.1)
+    clocks.run(5.0, 0.05)  # a long quiet stretch counts fully
+    assert load.current() == pytest.approx(0.05, abs=0.01)
+
+
+def test_new_turns_are_refused_while_the_process_is_over_its_cpu_share() -> None:
+    clocks = Clocks()
+    admission = TurnAdmission(64, 0.5, CpuLoad(lambda: clocks.cpu, lambda: clocks.wall))
+    slots = [admission.admit() for _ in range(ALWAYS_ADMITTED)]
+    clocks.run(1.0, 0.8)
+    with pytest.raises(ServerBusy) as refused:
+        admission.admit()
+    assert int(refused.value.headers["Retry-After"]) >= 1
+    # The first few turns are admitted whatever the CPU (refusals alone must not stop all).
+    slots.pop().release()
+    slots.append(admission.admit())
+    # Once the process is below its share again, turns are admitted up to the count bound.
+    clocks.run(2.0, 0.2)
+    slots += [admission.admit() for _ in range(10)]
+    assert admission.active == ALWAYS_ADMITTED + 10
+    for slot in slots:
+        slot.release()
+
+
+def test_a_cpu_share_of_one_core_turns_the_cpu_bound_off() -> None:
+    clocks = Clocks()
+    admission = TurnAdmission(8, 1.0, CpuLoad(lambda: clocks.cpu, lambda: clocks.wall))
+    clocks.run(1.0, 1.0)
+    slots = [admission.admit() for _ in range(8)]
+    with pytest.raises(ServerBusy):  # the count bound still holds
+        admission.admit()
+    for slot in slots:
+        slot.release()

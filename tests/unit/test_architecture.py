@@ -8,9 +8,9 @@ import inspect
 from pathlib import Path
 
 import grimp
-from importlinter import api as _configured  # noqa: F401  (configures import-linter)
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from importlinter import api as _configured  # noqa: F401  (configures import-linter)
 from importlinter.application.use_cases import lint_imports
 
 from backend.main import create_app

@@ -15,7 +15,7 @@ from fastapi import Request
 from sqlalchemy import text
 
 from backend.main import create_app
-from backend.web.deps import app_state
+from backend.web.state import state_of
 from tests.support.app import make_settings, running_app
 
 
@@ -188,7 +188,7 @@ async def test_database_error_logs_no_parameters_and_500_has_our_headers(
     app = create_app(make_settings(database_url, data_dir))
 
     async def broken_query(request: Request) -> None:
-        async with app_state(request).engine.connect() as conn:
+        async with state_of(request.scope).engine.connect() as conn:
             await conn.execute(text("SELECT CAST(:title AS text), 1 / 0"), {"title": secret})
 
     app.add_api_route("/broken-query", broken_query)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from backend.core.errors import RateLimited
 from backend.main import create_app
+from backend.reliability.prepaid import PrepaidReads
 from backend.reliability.ratelimit import (
     Budget,
     PostgresRateLimiter,
@@ -252,7 +253,7 @@ async def test_task_writes_are_limited_and_refusals_before_work_do_not_count(
         assert r.status_code == 201
 
 
-async def test_reads_are_make_settings(
+async def test_reads_are_limited(
     database_url: str, data_dir: Path, token_for: Callable[..., str], backend: dict[str, Any]
 ) -> None:
     settings = make_settings(database_url, data_dir, read_rate_limit_requests=3, **backend)
@@ -271,6 +272,22 @@ async def test_reads_are_make_settings(
         # writes have their own budget
         r = await client.post("/api/tasks", json={"title": "still fine"}, headers=me)
         assert r.status_code == 201
+
+
+async def test_two_replicas_serve_a_user_s_reads_up_to_its_budget_and_no_more(
+    database_url: str, data_dir: Path, token_for: Callable[..., str], backend: dict[str, Any]
+) -> None:
+    # Each replica pays for READ_BUDGET_BATCH (10) reads at once and serves the rest itself.
+    settings = make_settings(database_url, data_dir, read_rate_limit_requests=25, **backend)
+    _, me = _user(token_for)
+    async with (
+        running_app(create_app(settings)) as one,
+        running_app(create_app(settings)) as two,
+    ):
+        statuses = [
+            (await (one, two)[n % 2].get("/api/tasks", headers=me)).status_code for n in range(32)
+        ]
+    assert statuses == [200] * 25 + [429] * 7
 
 
 async def test_chat_turns_with_invalid_bodies_do_not_count(
@@ -353,3 +370,50 @@ async def test_chatkit_reads_and_changes_spend_their_budgets(
         _assert_429(await chatkit("threads.list", limit=10), "requests")
         _assert_429(await chatkit("items.list", thread_id=thread), "requests")
         _assert_429(await client.get("/api/tasks", headers=me), "requests")
+
+
+async def test_a_batch_is_taken_whole_or_not_at_all(
+    make_limiter: Callable[[Budget], RateLimiter], clock: Clock
+) -> None:
+    limiter = make_limiter(Budget("read", 10, 10.0, "requests"))  # one a second, bursts of 10
+    user = f"u-{uuid.uuid4().hex}"
+    assert await limiter.take(user, 11) > 0  # more than a whole burst, even as a first request
+    assert await limiter.take(user, 4) == 0
+    assert await limiter.take(user, 4) == 0
+    assert await limiter.take(user, 4) == pytest.approx(2.0)  # 2 left: 2 s until 4 fit
+    assert await _hits(limiter, user, 3) == [None, None, 1]  # the refusal spent nothing
+    clock.advance(4.0)
+    assert await limiter.take(user, 4) == 0
+
+
+async def test_prepaid_reads_never_exceed_the_budget_across_replicas(
+    make_limiter: Callable[[Budget], RateLimiter], clock: Clock
+) -> None:
+    budget = Budget("read", 25, 60.0, "requests")
+    shared = make_limiter(budget)
+    replicas = [PrepaidReads(shared, budget, 10) for _ in range(2)]
+    user = f"u-{uuid.uuid4().hex}"
+    served = [await _hits(replicas[n % 2], user, 1) for n in range(40)]
+    # Each replica paid for 10 then 10 more; the last 5 of the budget went one at a time.
+    assert served.count([None]) == 25
+    assert all(s != [None] for s in served[25:])
+    # Paid reads a replica had not used are given up with the replica: no more than the budget.
+    assert await _hits(PrepaidReads(shared, budget, 10), user, 1) != [None]
+    clock.advance(60.0)
+    assert await _hits(replicas[0], user, 30) == [None] * 25 + [3] * 5  # 60 s / 25, rounded up
+
+
+async def test_the_limiter_s_unflushed_commit_stays_in_its_own_statement(
+    database_url: str,
+) -> None:
+    # The budget's row is written with synchronous_commit off (losing the last instant of rate
+    # limit state in a crash is harmless); the connection's next unit must not inherit it.
+    engine = create_async_engine(
+        database_url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=0
+    )
+    try:
+        await PostgresRateLimiter(engine, Budget("write", 5, 60, "changes")).hit("alice")
+        async with engine.connect() as conn:
+            assert (await conn.exec_driver_sql("SHOW synchronous_commit")).scalar() == "on"
+    finally:
+        await engine.dispose()
