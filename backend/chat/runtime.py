@@ -80,14 +80,20 @@ class CpuLoad:
         self.at, self.cpu = clock(), cpu_clock()
         self.share = 0.0
 
-    def current(self) -> float:
+    def sample(self) -> bool:
+        """Fold in the stretch since the last sample if it is CPU_SAMPLE_SECONDS long: True then."""
         now = self.clock()
         elapsed = now - self.at
-        if elapsed >= CPU_SAMPLE_SECONDS:
-            cpu = self.cpu_clock()
-            latest = (cpu - self.cpu) / elapsed
-            self.share += min(1.0, elapsed / CPU_SMOOTHING_SECONDS) * (latest - self.share)
-            self.at, self.cpu = now, cpu
+        if elapsed < CPU_SAMPLE_SECONDS:
+            return False
+        cpu = self.cpu_clock()
+        latest = (cpu - self.cpu) / elapsed
+        self.share += min(1.0, elapsed / CPU_SMOOTHING_SECONDS) * (latest - self.share)
+        self.at, self.cpu = now, cpu
+        return True
+
+    def current(self) -> float:
+        self.sample()
         return self.share
 
 
@@ -108,11 +114,16 @@ class TurnAdmission:
     one loop 90 % busy, and a quiet user's reads waited 10-20 x their idle time behind them in
     W10; 3 s turns would need ten times as many). A read waits for the loop a few times, and
     that wait grows steeply as the loop nears full, so new turns stop at `max_cpu` (1.0: no
-    CPU bound). ALWAYS_ADMITTED turns run whatever the CPU use.
+    CPU bound). It works as a second count bound that the CPU moves (`_cpu_bound`), so turns
+    are admitted as slots free up rather than in a burst each time the CPU dips.
+    ALWAYS_ADMITTED turns run whatever the CPU use.
 
-    Retry-After is the recent mean turn duration (rounded up, 1-30 s): by then every slot has
-    turned over about once. A fixed 1 s would bring a crowd back every second, and answering
-    those refusals alone costs the CPU the running turns and reads need (measured in W10).
+    Retry-After is the recent mean turn duration (rounded up, 1-30 s), by when every slot has
+    turned over about once, times a back-off that keeps the refused coming back at about the
+    rate turns end: each second it is multiplied by (refusals / turns ended) in that second,
+    between x0.5 and x2, and never below 1. A fixed 1 s brought W10's crowd of 200 back every
+    second: 150 refusals a second for 40 turns, and answering them cost the CPU that running
+    turns and reads need.
     """
 
     def __init__(self, limit: int, max_cpu: float = 1.0, load: CpuLoad | None = None) -> None:
@@ -122,23 +133,48 @@ class TurnAdmission:
         self.active = 0
         self.mean_seconds = 1.0
         """Moving mean of how long admitted turns held their slot."""
+        self.allowed = limit
+        """Turns the CPU bound admits at once (`_cpu_bound`), ALWAYS_ADMITTED to `limit`."""
+        self.backoff = 1.0
+        """What Retry-After multiplies the mean turn duration by (see the class)."""
+        self._refused = self._ended = 0
+        self._counted_since = self.load.clock()
 
     def ended(self, seconds: float) -> None:
         self.active -= 1
+        self._ended += 1
         self.mean_seconds += 0.05 * (seconds - self.mean_seconds)
 
     def check(self) -> None:
         """Refuse now if no slot is free (a pre-check: `admit` still decides)."""
-        if self.active >= self.limit or self._cpu_bound():
-            wait = min(MAX_RETRY_AFTER_SECONDS, max(1, math.ceil(self.mean_seconds)))
-            raise ServerBusy(wait)
+        if self._cpu_bound() or self.active >= self.limit:  # the bound samples the CPU first
+            self._refused += 1
+            raise ServerBusy(self.retry_after())
+
+    def retry_after(self) -> int:
+        """Seconds a refused turn should wait: mean turn duration x back-off, 1-30."""
+        now = self.load.clock()
+        if now - self._counted_since >= 1.0:
+            ratio = self._refused / max(1, 2 * self._ended)
+            self.backoff = max(1.0, self.backoff * min(2.0, max(0.5, ratio)))
+            self.backoff = min(self.backoff, float(MAX_RETRY_AFTER_SECONDS))
+            self._refused = self._ended = 0
+            self._counted_since = now
+        wait = math.ceil(self.mean_seconds * self.backoff)
+        return min(MAX_RETRY_AFTER_SECONDS, max(1, wait))
 
     def _cpu_bound(self) -> bool:
-        return (
-            self.max_cpu < 1.0
-            and self.active >= ALWAYS_ADMITTED
-            and self.load.current() > self.max_cpu
-        )
+        """Whether the CPU bound refuses a turn now: past `allowed` turns, which each CPU sample
+        lowers by a tenth while the process is over `max_cpu` and raises by one while under (so
+        turns are admitted as slots free up, not in a burst whenever a sample says "under")."""
+        if self.max_cpu >= 1.0:
+            return False
+        if self.load.sample():
+            if self.load.share > self.max_cpu:
+                self.allowed = max(ALWAYS_ADMITTED, int(self.allowed * 0.9))
+            elif self.active >= self.allowed - 1:  # only grow a bound that is being used
+                self.allowed = min(self.limit, self.allowed + 1)
+        return self.active >= self.allowed
 
     def admit(self) -> TurnSlot:
         """A slot for one turn, or `ServerBusy`."""

@@ -143,9 +143,10 @@ class Settings(BaseSettings):
     """Chat turns this process runs at once, all users together; one more answers 503
     `server_busy` with Retry-After at once (it is not queued)."""
     max_turn_cpu: float = Field(default=0.5, gt=0, le=1.0)
-    """While this process uses more than this share of one CPU core (over about a second), a
-    new turn answers 503 `server_busy` too: the rest keeps reads quick however many turns the
-    model's latency lets in. 1.0 turns the check off; a few turns are always admitted."""
+    """While this process uses more than this share of one CPU core (over about a second), the
+    turns it admits at once shrink, and one more answers 503 `server_busy` too: the rest keeps
+    reads quick however many turns the model's latency lets in. 1.0 turns the check off; a few
+    turns are always admitted."""
     max_tool_output_chars: int = Field(default=16_000, ge=1000, le=1_000_000)
     """Largest tool result (serialized JSON) that reaches the model and the stored turn."""
     max_page_bytes: int = Field(default=1_000_000, ge=10_000, le=100_000_000)

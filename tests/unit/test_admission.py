@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.chat.runtime import ALWAYS_ADMITTED, CpuLoad, ServerBusy, TurnAdmission
+from backend.chat.runtime import ALWAYS_ADMITTED, CpuLoad, ServerBusy, TurnAdmission, TurnSlot
 
 
 def test_the_bound_refuses_the_turn_past_it_and_a_release_frees_its_slot() -> None:
@@ -62,23 +62,63 @@ def test_cpu_load_follows_the_process_s_share_of_a_core_over_about_a_second() ->
     assert load.current() == pytest.approx(0.05, abs=0.01)
 
 
+def _admit_all(admission: TurnAdmission) -> list[TurnSlot]:
+    """Every turn the admission takes now."""
+    slots = []
+    while True:
+        try:
+            slots.append(admission.admit())
+        except ServerBusy:
+            return slots
+
+
 def test_new_turns_are_refused_while_the_process_is_over_its_cpu_share() -> None:
     clocks = Clocks()
     admission = TurnAdmission(64, 0.5, CpuLoad(lambda: clocks.cpu, lambda: clocks.wall))
     slots = [admission.admit() for _ in range(ALWAYS_ADMITTED)]
-    clocks.run(1.0, 0.8)
+    # Over its share, the bound shrinks by a tenth a sample, to the turns always admitted.
+    for _ in range(40):
+        clocks.run(0.25, 0.9)
+        slots += _admit_all(admission)
+    assert admission.allowed == ALWAYS_ADMITTED
     with pytest.raises(ServerBusy) as refused:
         admission.admit()
     assert int(refused.value.headers["Retry-After"]) >= 1
-    # The first few turns are admitted whatever the CPU (refusals alone must not stop all).
-    slots.pop().release()
-    slots.append(admission.admit())
-    # Once the process is below its share again, turns are admitted up to the count bound.
+    for slot in slots[ALWAYS_ADMITTED - 1 :]:
+        slot.release()
+    slots = [*slots[: ALWAYS_ADMITTED - 1], admission.admit()]  # those run whatever the CPU
+    # Under its share again, one more turn a sample (as slots are used, not in a burst).
     clocks.run(2.0, 0.2)
-    slots += [admission.admit() for _ in range(10)]
-    assert admission.active == ALWAYS_ADMITTED + 10
+    slots += _admit_all(admission)
+    for _ in range(10):
+        clocks.run(0.25, 0.2)
+        slots += _admit_all(admission)
+    assert admission.active == admission.allowed == ALWAYS_ADMITTED + 11
     for slot in slots:
         slot.release()
+
+
+def test_retry_after_backs_off_while_refusals_outnumber_ending_turns() -> None:
+    clocks = Clocks()
+    admission = TurnAdmission(1, 1.0, CpuLoad(lambda: clocks.cpu, lambda: clocks.wall))
+    slot = admission.admit()
+
+    def retry_after() -> int:
+        with pytest.raises(ServerBusy) as refused:
+            admission.admit()
+        return int(refused.value.headers["Retry-After"])
+
+    waits = []
+    for _ in range(7):  # a crowd refused every second, no turn ending: x2 a second, up to 30
+        waits.append([retry_after() for _ in range(10)][-1])
+        clocks.run(1.0, 0.0)
+    assert waits == [1, 2, 4, 8, 16, 30, 30]
+    slot.release()
+    for _ in range(6):  # turns end and nobody is refused: halved each second, down to 1
+        clocks.run(1.0, 0.0)
+        admission.admit().release()
+        assert admission.retry_after() >= 1
+    assert admission.retry_after() == 1
 
 
 def test_a_cpu_share_of_one_core_turns_the_cpu_bound_off() -> None:
