@@ -41,8 +41,8 @@ from backend.core.schema import check_schema
 from backend.mcp.server import McpRuntime, build_mcp_server
 from backend.observability import metrics
 from backend.observability.metered_model import MeteredModel
+from backend.reliability import prepaid
 from backend.reliability.idempotency import IdempotencyStore, Recorded
-from backend.reliability.prepaid import PrepaidReads
 from backend.reliability.ratelimit import (
     FallbackRateLimiter,
     Limiter,
@@ -131,8 +131,8 @@ def _reads_on(limits: RateLimits, read_engine: AsyncEngine, batch: int) -> RateL
         read = FallbackRateLimiter(read.redis, postgres, read.circuit)
     elif isinstance(read, PostgresRateLimiter):
         read = PostgresRateLimiter(read_engine, read.budget)
-    if isinstance(read, Limiter) and batch > 1:
-        read = PrepaidReads(read, read.budget, batch)
+    if isinstance(read, Limiter) and prepaid.applies(read.budget, batch):
+        read = prepaid.PrepaidReads(read, read.budget, batch)
     return dataclasses.replace(limits, read=read)
 
 

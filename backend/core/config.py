@@ -166,7 +166,8 @@ class Settings(BaseSettings):
     """GET requests per user per minute; 0: unlimited."""
     read_budget_batch: int = Field(default=10, ge=1, le=100)
     """Reads a process takes from a user's read budget at once, answering the next ones without a
-    round trip (`backend.reliability.prepaid`); 1: every read is checked on its own."""
+    round trip (`backend.reliability.prepaid`); 1, or a read budget under ten batches: every
+    read is checked on its own."""
     redis_url: str | None = None
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
     conversation_lock_seconds: float | None = None

@@ -11,26 +11,44 @@ first, so however many replicas serve a user it never gets more than its budget.
 can lose is reads paid for and not used: at most READ_BUDGET_BATCH - 1 per replica (say it
 moved to another replica, or this one restarted). Near the end of the budget a whole batch no
 longer fits and reads are checked one at a time, as without batches, so the refusals and their
-Retry-After are unchanged.
+Retry-After are unchanged. A refused batch says when a whole one would fit again; until then that
+user's reads go one at a time without asking for a batch first (one round trip each, not two).
+Budgets smaller than MIN_BATCHES batches are not batched at all (`applies`): what a user could
+lose would be a tenth of it or more.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
+from typing import TypeVar
 
-from backend.reliability.ratelimit import Budget, Limiter, RateLimiter
+from backend.reliability.ratelimit import Budget, Clock, Limiter, RateLimiter
 
 MAX_USERS = 10_000
-"""Users whose unused reads are kept (the least recently seen are forgotten first)."""
+"""Users whose unused reads (or next batch time) are kept; the least recently seen go first."""
+V = TypeVar("V", int, float)
+
+MIN_BATCHES = 10
+"""A budget is batched only if it holds at least this many batches."""
+
+
+def applies(budget: Budget, batch: int) -> bool:
+    return batch > 1 and budget.limit >= MIN_BATCHES * batch
 
 
 class PrepaidReads(Limiter):
-    def __init__(self, shared: RateLimiter, budget: Budget, batch: int) -> None:
+    def __init__(
+        self, shared: RateLimiter, budget: Budget, batch: int, clock: Clock = time.monotonic
+    ) -> None:
         self.shared = shared
         self.budget = budget
         self.batch = batch
+        self.clock = clock
         self.paid: OrderedDict[str, int] = OrderedDict()
         """Reads paid for and not yet used, per user."""
+        self.batch_at: OrderedDict[str, float] = OrderedDict()
+        """When a refused batch would fit again, per user (this process's clock)."""
 
     async def take(self, user_id: str, cost: int = 1) -> float:
         left = self.paid.pop(user_id, 0)
@@ -39,9 +57,19 @@ class PrepaidReads(Limiter):
                 self.paid[user_id] = left - cost
             return 0.0
         # Not enough paid for: what is left is given up (it was paid; never served twice).
-        if self.batch > cost and await self.shared.take(user_id, self.batch) == 0:
-            self.paid[user_id] = self.batch - cost
-            while len(self.paid) > MAX_USERS:
-                self.paid.popitem(last=False)
-            return 0.0
+        now = self.clock()
+        if self.batch > cost and self.batch_at.get(user_id, 0.0) <= now:
+            wait = await self.shared.take(user_id, self.batch)
+            if wait == 0:
+                self.batch_at.pop(user_id, None)
+                _keep(self.paid, user_id, self.batch - cost)
+                return 0.0
+            _keep(self.batch_at, user_id, now + wait)
         return await self.shared.take(user_id, cost)
+
+
+def _keep(entries: OrderedDict[str, V], key: str, value: V) -> None:
+    entries[key] = value
+    entries.move_to_end(key)
+    while len(entries) > MAX_USERS:
+        entries.popitem(last=False)

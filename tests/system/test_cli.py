@@ -127,7 +127,7 @@ def test_migrate_says_what_it_did(empty_database: str) -> None:
     first = _run("migrate", env=env)
     assert first.returncode == 0, first.stderr
     done = re.fullmatch(
-        rf"Migrated (\S*{name}\S*) from revision none \(empty database\) to {head} \(head\)\.\n",
+        rf"Migrated (\S*{name}\S*(?: \(socket in \S+\))?) from revision none \(empty database\) to {head} \(head\)\.\n",
         first.stdout,
     )
     assert done, first.stdout

@@ -278,16 +278,16 @@ async def test_two_replicas_serve_a_user_s_reads_up_to_its_budget_and_no_more(
     database_url: str, data_dir: Path, token_for: Callable[..., str], backend: dict[str, Any]
 ) -> None:
     # Each replica pays for READ_BUDGET_BATCH (10) reads at once and serves the rest itself.
-    settings = make_settings(database_url, data_dir, read_rate_limit_requests=25, **backend)
+    settings = make_settings(database_url, data_dir, read_rate_limit_requests=100, **backend)
     _, me = _user(token_for)
     async with (
         running_app(create_app(settings)) as one,
         running_app(create_app(settings)) as two,
     ):
         statuses = [
-            (await (one, two)[n % 2].get("/api/tasks", headers=me)).status_code for n in range(32)
+            (await (one, two)[n % 2].get("/api/tasks", headers=me)).status_code for n in range(106)
         ]
-    assert statuses == [200] * 25 + [429] * 7
+    assert statuses == [200] * 100 + [429] * 6
 
 
 async def test_chat_turns_with_invalid_bodies_do_not_count(
@@ -401,6 +401,39 @@ async def test_prepaid_reads_never_exceed_the_budget_across_replicas(
     assert await _hits(PrepaidReads(shared, budget, 10), user, 1) != [None]
     clock.advance(60.0)
     assert await _hits(replicas[0], user, 30) == [None] * 25 + [3] * 5  # 60 s / 25, rounded up
+
+
+class Counted:
+    """A limiter that counts the checks that reach it."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter, self.checks = limiter, 0
+
+    async def hit(self, user_id: str) -> None:
+        raise AssertionError("PrepaidReads only takes")
+
+    async def take(self, user_id: str, cost: int = 1) -> float:
+        self.checks += 1
+        return await self.limiter.take(user_id, cost)
+
+
+async def test_after_a_refused_batch_reads_go_one_at_a_time_until_one_fits(
+    make_limiter: Callable[[Budget], RateLimiter], clock: Clock
+) -> None:
+    budget = Budget("read", 25, 50.0, "requests")  # one every 2 s
+    shared = Counted(make_limiter(budget))
+    reads = PrepaidReads(shared, budget, 10, clock)
+    user = f"u-{uuid.uuid4().hex}"
+    assert await _hits(reads, user, 20) == [None] * 20 and shared.checks == 2
+    # 5 left: the batch is refused (it fits in 10 s), then one check a read, not two.
+    assert await _hits(reads, user, 8) == [None] * 5 + [2] * 3
+    assert shared.checks == 2 + 1 + 8
+    clock.advance(9.0)  # the batch does not fit yet: still one check a read
+    assert await _hits(reads, user, 1) == [None]
+    assert shared.checks == 12
+    clock.advance(13.0)  # now it does (the read just served pushed it back by 2 s)
+    assert await _hits(reads, user, 1) == [None]
+    assert shared.checks == 13
 
 
 async def test_the_limiter_s_unflushed_commit_stays_in_its_own_statement(
