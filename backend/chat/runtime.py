@@ -9,7 +9,6 @@ import copy
 import math
 import time
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -19,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.agent.context import TurnContext
 from backend.core.config import Settings
 from backend.core.errors import ServiceUnavailable
+from backend.core.timeutil import Clock
 
 T = TypeVar("T")
 
@@ -56,8 +56,6 @@ class TurnSlot:
         return owner
 
 
-Clock = Callable[[], float]
-
 CPU_SAMPLE_SECONDS = 0.25
 """`CpuLoad` reads the process's CPU time at most this often."""
 CPU_SMOOTHING_SECONDS = 1.0
@@ -70,8 +68,8 @@ stop every turn."""
 class CpuLoad:
     """This process's CPU use as a share of one core, smoothed over about a second.
 
-    Read on demand (no background task): each read past CPU_SAMPLE_SECONDS since the last folds
-    the share of that stretch into the mean, weighted by its length, so a long idle stretch
+    Sampled on demand (no background task): each `sample` past CPU_SAMPLE_SECONDS since the last
+    folds the share of that stretch into the mean `share`, weighted by its length, so a long idle stretch
     counts fully. The CPU time is the whole process's (every thread), from the kernel.
     """
 
@@ -91,10 +89,6 @@ class CpuLoad:
         self.share += min(1.0, elapsed / CPU_SMOOTHING_SECONDS) * (latest - self.share)
         self.at, self.cpu = now, cpu
         return True
-
-    def current(self) -> float:
-        self.sample()
-        return self.share
 
 
 class TurnAdmission:
@@ -120,8 +114,8 @@ class TurnAdmission:
 
     Retry-After is the recent mean turn duration (rounded up, 1-30 s), by when every slot has
     turned over about once, times a back-off that keeps the refused coming back at about the
-    rate turns end: each second it is multiplied by (refusals / turns ended) in that second,
-    between x0.5 and x2, and never below 1. A fixed 1 s brought W10's crowd of 200 back every
+    rate turns end: each second it is multiplied by refusals / (2 x turns ended) in that second,
+    between x0.5 and x2, within 1-30. A fixed 1 s brought W10's crowd of 200 back every
     second: 150 refusals a second for 40 turns, and answering them cost the CPU that running
     turns and reads need.
     """
@@ -155,9 +149,8 @@ class TurnAdmission:
         """Seconds a refused turn should wait: mean turn duration x back-off, 1-30."""
         now = self.load.clock()
         if now - self._counted_since >= 1.0:
-            ratio = self._refused / max(1, 2 * self._ended)
-            self.backoff = max(1.0, self.backoff * min(2.0, max(0.5, ratio)))
-            self.backoff = min(self.backoff, float(MAX_RETRY_AFTER_SECONDS))
+            ratio = min(2.0, max(0.5, self._refused / max(1, 2 * self._ended)))
+            self.backoff = min(float(MAX_RETRY_AFTER_SECONDS), max(1.0, self.backoff * ratio))
             self._refused = self._ended = 0
             self._counted_since = now
         wait = math.ceil(self.mean_seconds * self.backoff)

@@ -23,7 +23,8 @@ import time
 from collections import OrderedDict
 from typing import TypeVar
 
-from backend.reliability.ratelimit import Budget, Clock, Limiter, RateLimiter
+from backend.core.timeutil import Clock
+from backend.reliability.ratelimit import Budget, Limiter, RateLimiter
 
 MAX_USERS = 10_000
 """Users whose unused reads (or next batch time) are kept; the least recently seen go first."""

@@ -31,7 +31,6 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -41,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.config import Settings
 from backend.core.errors import RateLimited
+from backend.core.timeutil import Clock
 from backend.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -115,10 +115,11 @@ class NoRateLimit:
 # is evaluated on the locked, latest row, so concurrent requests of one user serialise on it.
 # Its commit does not wait for the WAL flush (synchronous_commit off for this transaction only):
 # a database crash may lose the last instant of budget state, which only forgives a request or
-# two, and the request is spared a disk flush behind everyone's writes. When it refuses, `wait` reads the TAT as the
-# statement's snapshot saw it (a refused request leaves it unchanged); a row inserted by a
-# concurrent first request is not in that snapshot, and the TAT is at most `window` ahead, so
-# `interval` is then the right upper bound.
+# two, and the request is spared a disk flush behind everyone's writes. When it refuses, `wait`
+# reads the TAT as the statement's snapshot saw it (a refused request leaves it unchanged); a
+# row inserted by a concurrent first request is not in that snapshot, and the TAT is at most
+# `window` ahead, so `interval` is then the right upper bound.
+# The limiters read the database's (or Redis's) clock unless given one (`Clock`, for tests).
 _PG_HIT = text(
     """
     WITH clock AS (
@@ -143,11 +144,6 @@ _PG_HIT = text(
            ) + :interval - :window AS wait
     """
 )
-
-
-Clock = Callable[[], float]
-"""Seconds since the epoch. The limiters read the database's (or Redis's) clock unless given one:
-tests inject theirs to step through time instead of sleeping."""
 
 
 class PostgresRateLimiter(Limiter):

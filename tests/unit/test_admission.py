@@ -54,12 +54,14 @@ def test_cpu_load_follows_the_process_s_share_of_a_core_over_about_a_second() ->
     load = CpuLoad(lambda: clocks.cpu, lambda: clocks.wall)
     for _ in range(8):
         clocks.run(0.25, 0.9)
-        load.current()
-    assert load.current() == pytest.approx(0.9, abs=0.1)
+        assert load.sample()
+    assert load.share == pytest.approx(0.9, abs=0.1)
     clocks.run(0.1, 0.0)  # read again sooner than CPU_SAMPLE_SECONDS: the same figure
-    assert load.current() == pytest.approx(0.9, abs=0.1)
+    assert not load.sample()
+    assert load.share == pytest.approx(0.9, abs=0.1)
     clocks.run(5.0, 0.05)  # a long quiet stretch counts fully
-    assert load.current() == pytest.approx(0.05, abs=0.01)
+    assert load.sample()
+    assert load.share == pytest.approx(0.05, abs=0.01)
 
 
 def _admit_all(admission: TurnAdmission) -> list[TurnSlot]:
